@@ -1,0 +1,50 @@
+"""Command line: ``meanfield run STUDY.toml [--quick]`` and ``meanfield plot RESULT.nc``."""
+
+import argparse
+import sys
+from pathlib import Path
+
+import xarray as xr
+
+from meanfield.study import NETCDF_ENGINE, StudyError, last_recorded, load_study, run_study
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="meanfield", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a study file, writing one netCDF dataset")
+    run.add_argument("study", help="study TOML file, e.g. studies/sine.toml")
+    run.add_argument("--quick", action="store_true", help="apply the study's [quick] overrides")
+    run.add_argument("--out", help="output .nc path (default results/<name>[-quick].nc)")
+    run.add_argument("--data-dir", help="directory of the data files (MNIST IDX)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    plot = sub.add_parser("plot", help="make the figures of a saved dataset")
+    plot.add_argument("result", help="netCDF file written by `meanfield run`")
+    plot.add_argument("--out-dir", default="figures", help="where to write the PNG files (default figures/)")
+    args = parser.parse_args(argv)
+
+    try:
+        if args.command == "run":
+            study = load_study(args.study, quick=args.quick)
+            out = Path(args.out or f"results/{study.name}.nc")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            ds = run_study(study, out, data_dir=args.data_dir, progress=not args.no_progress)
+            print(f"wrote {out}")
+            final = last_recorded(ds.train_risk).median("seed")
+            for label in ds.method.values:
+                value = float(final.sel({"method": label}))
+                print(f"  {label}: median final train risk {value:.4g}")
+        else:
+            with xr.open_dataset(args.result, engine=NETCDF_ENGINE) as ds:
+                from meanfield.plotting import plot_dataset
+
+                for path in plot_dataset(ds.load(), args.out_dir):
+                    print(f"wrote {path}")
+    except (StudyError, FileNotFoundError) as err:
+        print(f"meanfield: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+r"""Two-layer networks as empirical measures of their neurons, evaluated for a whole ensemble.
+
+A network of width :math:`M` on inputs :math:`x \in \mathbb{R}^d` with :math:`C` outputs is
+
+.. math:: g(x) = \frac{1}{M} \sum_{m=1}^{M} c_m\, \sigma(w_m \cdot x + b_m)
+
+(mean-field scaling, eq. 3 of arXiv 2511.21466). Neuron :math:`m` is the atom
+:math:`\theta_m = (w_m, b_m, c_m) \in \mathbb{R}^D`, :math:`D = d + 1 + C`, and the network is the
+uniform measure of its atoms, so its output does not depend on the order of the neurons.
+
+An ensemble of N networks is one array ``theta`` of shape ``(n_particles, n_neurons, D)`` whose last
+axis is laid out as ``[w (d) | b (1) | c (C)]``.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from meanfield._array import namespace, relu_
+
+__all__ = ["TwoLayerNetwork", "ACTIVATIONS", "LOSSES"]
+
+
+def _sigmoid_(z):
+    xp = namespace(z)
+    return 1.0 / (1.0 + xp.exp(-z))
+
+
+# activation: (sigma applied to the pre-activation, may overwrite it; sigma' written in terms of
+# h = sigma(z), so the backward pass needs no second copy of z)
+ACTIVATIONS = {
+    "relu": (relu_, lambda h: h > 0),
+    "tanh": (lambda z: namespace(z).tanh(z), lambda h: 1.0 - h * h),
+    "sigmoid": (_sigmoid_, lambda h: h * (1.0 - h)),
+}
+
+
+def _mse(g, y):
+    """Mean over samples of the squared error summed over outputs; g (B, S, C), y (S, C)."""
+    xp = namespace(g)
+    r = g - y
+    return xp.mean(xp.sum(r * r, axis=-1), axis=-1), (2.0 / g.shape[-2]) * r
+
+
+def _cross_entropy(g, y):
+    """Softmax cross-entropy with log-sum-exp; g (B, S, C) logits, y (S, C) one-hot labels."""
+    xp = namespace(g)
+    shift = xp.max(g, axis=-1, keepdims=True)
+    e = xp.exp(g - shift)
+    z = xp.sum(e, axis=-1, keepdims=True)
+    lse = xp.log(z) + shift
+    value = xp.mean(xp.sum((lse - g) * y, axis=-1), axis=-1)
+    return value, (e / z - y) / g.shape[-2]
+
+
+# loss: (value (B,) and dR/dg (B, S, C) from outputs g and targets in the form `targets()` makes)
+LOSSES = {"mse": _mse, "cross_entropy": _cross_entropy}
+
+
+@dataclass(frozen=True)
+class TwoLayerNetwork:
+    r"""Architecture of a mean-field two-layer network and its ensemble-wide numerics.
+
+    Parameters
+    ----------
+    n_inputs : int
+        Input dimension d >= 1.
+    n_outputs : int
+        Output dimension C >= 1 (number of classes for ``loss="cross_entropy"``, which needs C >= 2).
+    n_neurons : int
+        Width M >= 1.
+    activation : {"relu", "tanh", "sigmoid"}
+    loss : {"mse", "cross_entropy"}
+        Mean squared error :math:`\frac1S\sum_s |g(x_s) - y_s|^2` or softmax cross-entropy
+        :math:`\frac1S\sum_s [\log\sum_c e^{g_c(x_s)} - g_{y_s}(x_s)]` with labels as class indices.
+    block_elements : int or None
+        Particles are processed in blocks whose hidden activations (block, S, M) hold about this
+        many numbers, so they stay in cache (3.5x faster than one batched product on a CPU at
+        N = 200, S' = 800, M = 100) and memory stays bounded. ``None`` processes all at once (GPU).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> net = TwoLayerNetwork(n_inputs=1, n_outputs=1, n_neurons=2)
+    >>> theta = np.array([[[1.0, 0.0, 2.0], [-1.0, 1.0, 4.0]]])   # one network, two neurons
+    >>> net.forward(theta, np.array([[0.5]]))    # (2 * relu(0.5) + 4 * relu(0.5)) / 2
+    array([[[1.5]]])
+    """
+
+    n_inputs: int
+    n_outputs: int
+    n_neurons: int
+    activation: str = "relu"
+    loss: str = "mse"
+    block_elements: int | None = 2**17
+
+    def __post_init__(self):
+        for name in ("n_inputs", "n_outputs", "n_neurons"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {self.loss!r}")
+        if self.loss == "cross_entropy" and self.n_outputs < 2:
+            raise ValueError(f"n_outputs must be >= 2 for loss='cross_entropy', got {self.n_outputs}")
+        if self.block_elements is not None and self.block_elements < 1:
+            raise ValueError(f"block_elements must be >= 1 or None, got {self.block_elements!r}")
+
+    @property
+    def dim(self):
+        """D = d + 1 + C, the dimension of one neuron."""
+        return self.n_inputs + 1 + self.n_outputs
+
+    def init(self, n_particles, scale, rng):
+        """Ensemble of ``n_particles`` networks with every component i.i.d. U[-scale, scale].
+
+        Returns an array of shape (n_particles, n_neurons, D), float64.
+        """
+        if n_particles < 1:
+            raise ValueError(f"n_particles must be >= 1, got {n_particles}")
+        if not scale > 0:
+            raise ValueError(f"init_scale must be > 0, got {scale}")
+        return rng.uniform(-scale, scale, size=(n_particles, self.n_neurons, self.dim))
+
+    def targets(self, y):
+        """Targets in the form the loss uses: (S, C) floats for mse, one-hot (S, C) for cross-entropy."""
+        xp = namespace(y)
+        if self.loss == "cross_entropy":
+            return xp.astype(y[:, None] == xp.arange(self.n_outputs), xp.float64)
+        return xp.reshape(y, (y.shape[0], self.n_outputs))
+
+    # ----------------------------------------------------------------------------------------------
+    # numeric core: everything below works on any array API namespace
+    def _blocks(self, n_particles, n_samples):
+        if self.block_elements is None:
+            return [(0, n_particles)]
+        size = max(1, self.block_elements // (n_samples * self.n_neurons))
+        return [(i, min(i + size, n_particles)) for i in range(0, n_particles, size)]
+
+    def _hidden(self, theta, x_aug):
+        """h = sigma(w.x + b), shape (B, S, M), from x_aug = [x | 1] of shape (S, d + 1)."""
+        xp = namespace(theta)
+        z = xp.matmul(x_aug, xp.matrix_transpose(theta[..., : self.n_inputs + 1]))
+        return ACTIVATIONS[self.activation][0](z)
+
+    def _augment(self, x):
+        xp = namespace(x)
+        self._check_inputs(x)
+        return xp.concat([x, xp.ones((x.shape[0], 1), dtype=x.dtype)], axis=1)
+
+    def _check_inputs(self, x):
+        if x.ndim != 2 or x.shape[1] != self.n_inputs:
+            raise ValueError(f"x must have shape (n_samples, {self.n_inputs}), got {tuple(x.shape)}")
+
+    def _check_theta(self, theta):
+        if theta.ndim != 3 or theta.shape[1:] != (self.n_neurons, self.dim):
+            raise ValueError(
+                f"theta must have shape (n_particles, {self.n_neurons}, {self.dim}), got {tuple(theta.shape)}"
+            )
+
+    def forward(self, theta, x):
+        """Outputs g(x) of every network: theta (N, M, D), x (S, d) -> (N, S, C)."""
+        xp = namespace(theta, x)
+        self._check_theta(theta)
+        x_aug = self._augment(x)
+        out = xp.empty((theta.shape[0], x.shape[0], self.n_outputs), dtype=theta.dtype)
+        for i, j in self._blocks(theta.shape[0], x.shape[0]):
+            h = self._hidden(theta[i:j], x_aug)
+            out[i:j, ...] = xp.matmul(h, theta[i:j, :, self.n_inputs + 1 :]) / self.n_neurons
+        return out
+
+    def risk(self, theta, x, y):
+        """Risk of every network on (x, y): theta (N, M, D), x (S, d), y (S,) or (S, C) -> (N,)."""
+        return LOSSES[self.loss](self.forward(theta, x), self.targets(y))[0]
+
+    def risk_and_grad(self, theta, x, y):
+        """Risk (N,) and its analytic gradient with respect to theta, (N, M, D)."""
+        xp = namespace(theta, x)
+        self._check_theta(theta)
+        x_aug, t = self._augment(x), self.targets(y)
+        d, M = self.n_inputs, self.n_neurons
+        risks = xp.empty((theta.shape[0],), dtype=theta.dtype)
+        grad = xp.empty(theta.shape, dtype=theta.dtype)
+        derivative = ACTIVATIONS[self.activation][1]
+        for i, j in self._blocks(theta.shape[0], x.shape[0]):
+            c = theta[i:j, :, d + 1 :]
+            h = self._hidden(theta[i:j], x_aug)
+            risks[i:j], delta = LOSSES[self.loss](xp.matmul(h, c) / M, t)
+            grad[i:j, :, d + 1 :] = xp.matmul(xp.matrix_transpose(h), delta) / M
+            # back through the activation: dR/dz = (delta c^T / M) * sigma'(z)
+            dz = xp.matmul(delta, xp.matrix_transpose(c)) * derivative(h) / M
+            grad[i:j, :, : d + 1] = xp.matmul(xp.matrix_transpose(dz), x_aug)
+        return risks, grad

@@ -1,0 +1,131 @@
+r"""The data sets of the paper's experiments, each with a held-out test set drawn from the same law.
+
+Regression problems draw :math:`x \sim U[0, 1]` and :math:`y = f(x) + \text{noise\_std}\,\xi`.
+"""
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from meanfield._validate import check_float, check_int
+
+__all__ = ["Problem", "sine", "square", "shifted_sines", "mnist", "make_problem"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A supervised learning problem.
+
+    Attributes
+    ----------
+    name : str
+    x_train, x_test : ndarray, shape (S, d), float64
+    y_train, y_test : ndarray, float64 of shape (S,) or (S, P) for P tasks sharing the inputs,
+        or int64 class indices of shape (S,) for classification.
+    loss : {"mse", "cross_entropy"}
+    n_outputs : int
+        C: 1 for regression, the number of classes for classification.
+    info : dict
+        The settings that made the problem (for dataset attributes).
+    """
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    loss: str
+    n_outputs: int
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        for split in ("train", "test"):
+            x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+            if x.ndim != 2:
+                raise ValueError(f"x_{split} must have shape (n_samples, n_inputs), got {x.shape}")
+            if y.shape[0] != x.shape[0]:
+                raise ValueError(f"y_{split} has {y.shape[0]} samples but x_{split} has {x.shape[0]}")
+            if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+                raise ValueError(f"x_{split} / y_{split} contain NaN or infinite values")
+        if self.x_train.shape[1] != self.x_test.shape[1]:
+            raise ValueError("x_train and x_test must have the same number of inputs")
+
+    @property
+    def n_inputs(self):
+        return self.x_train.shape[1]
+
+    @property
+    def n_train(self):
+        return self.x_train.shape[0]
+
+
+def _regression(name, f, n_train, n_test, noise_std, seed, info):
+    n_train = check_int("n_train", n_train, low=1)
+    n_test = check_int("n_test", n_test, low=1)
+    noise_std = check_float("noise_std", noise_std, low=0)
+    train_rng, test_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+
+    def draw(rng, n):
+        x = rng.uniform(0.0, 1.0, size=(n, 1))
+        y = f(x) + noise_std * rng.standard_normal(size=(n, 1))
+        return x, y[:, 0] if y.shape[1] == 1 else y
+
+    (x_tr, y_tr), (x_te, y_te) = draw(train_rng, n_train), draw(test_rng, n_test)
+    info = {"n_train": n_train, "n_test": n_test, "noise_std": noise_std, **info}
+    return Problem(name, x_tr, y_tr, x_te, y_te, "mse", 1, info)
+
+
+def sine(n_train=8000, n_test=2000, noise_std=0.01, seed=0):
+    r"""The paper's sine data (Fig. 2, 3): :math:`y = \sin(2\pi x) + 0.01\,\xi`.
+
+    >>> p = sine(n_train=10, n_test=5)
+    >>> p.x_train.shape, p.y_train.shape, p.x_test.shape
+    ((10, 1), (10,), (5, 1))
+    """
+    return _regression("sine", lambda x: np.sin(2 * np.pi * x), n_train, n_test, noise_std, seed, {})
+
+
+def square(n_train=5000, n_test=2000, noise_std=0.01, seed=0):
+    r"""The OT-CBO data (Fig. 8): :math:`y = x^2 + 0.01\,\xi`."""
+    return _regression("square", lambda x: x * x, n_train, n_test, noise_std, seed, {})
+
+
+def shifted_sines(n_tasks=100, n_train=8000, n_test=2000, noise_std=0.0, seed=0):
+    r"""Multi-task family (Fig. 5, 6): task p has :math:`y = \sin(2\pi x) + \Delta y_p`,
+    :math:`\Delta y_p = -1 + 2 (p - 1) / (P - 1)`; the tasks share the inputs, y has shape (S, P).
+
+    >>> p = shifted_sines(n_tasks=3, n_train=4, n_test=2)
+    >>> p.y_train.shape, p.info["shifts"]
+    ((4, 3), [-1.0, 0.0, 1.0])
+    """
+    n_tasks = check_int("n_tasks", n_tasks, low=1)
+    shifts = np.linspace(-1.0, 1.0, n_tasks) if n_tasks > 1 else np.zeros(1)
+    f = lambda x: np.sin(2 * np.pi * x) + shifts  # noqa: E731  (x (S, 1) broadcasts to (S, P))
+    info = {"n_tasks": n_tasks, "shifts": [float(s) for s in shifts]}
+    return _regression("shifted_sines", f, n_train, n_test, noise_std, seed, info)
+
+
+def mnist(data_dir, n_test=2000, seed=0):
+    """MNIST from IDX files in ``data_dir`` (the 10,000-image test set suffices), pixels in [0, 1],
+    split at random into ``10000 - n_test`` training and ``n_test`` held-out images."""
+    from meanfield.idx import load_mnist
+
+    images, labels = load_mnist(data_dir, split="test")
+    n_test = check_int("n_test", n_test, low=1)
+    if n_test >= len(labels):
+        raise ValueError(f"n_test must be < {len(labels)} (the number of images), got {n_test}")
+    order = np.random.default_rng(np.random.SeedSequence(seed)).permutation(len(labels))
+    test, train = order[:n_test], order[n_test:]
+    info = {"data_dir": str(data_dir), "n_train": len(train), "n_test": n_test}
+    return Problem("mnist", images[train], labels[train], images[test], labels[test], "cross_entropy", 10, info)
+
+
+_PROBLEMS = {"sine": sine, "square": square, "shifted_sines": shifted_sines, "mnist": mnist}
+
+
+def make_problem(name, **kwargs):
+    """A problem by name with its keyword arguments (the ``[problem]`` table of a study)."""
+    if name not in _PROBLEMS:
+        raise ValueError(f"problem.name must be one of {sorted(_PROBLEMS)}, got {name!r}")
+    return _PROBLEMS[name](**kwargs)

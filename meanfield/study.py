@@ -1,0 +1,226 @@
+"""Declarative studies: a TOML file names the problem, the network, the methods, the seeds and
+the epochs; running it writes one netCDF file holding an ``xarray.Dataset`` over
+(method, seed, epoch).
+
+Every (method, seed) cell is written to ``<output>.cells/`` as soon as it finishes, so an interrupted
+study resumes without recomputing finished cells. Seed index i of every method uses the same child
+``SeedSequence(root_seed).spawn(seeds)[i]`` (common random numbers across methods).
+"""
+
+import copy
+import hashlib
+import inspect
+import json
+import os
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from meanfield import __version__
+from meanfield._validate import check_int
+from meanfield.adam import Adam
+from meanfield.cbo import CBO
+from meanfield.network import TwoLayerNetwork
+from meanfield.problems import _PROBLEMS, make_problem
+from meanfield.train import train
+
+__all__ = ["Study", "load_study", "run_study", "last_recorded", "NETCDF_ENGINE"]
+
+# scipy's netCDF3 writer needs no extra dependency (NOTES.md: always name the engine)
+NETCDF_ENGINE = "scipy"
+METHODS = {cls.name: cls for cls in (CBO, Adam)}
+_TOP = {"name": True, "description": False, "epochs": True, "seeds": True, "root_seed": True,
+        "problem": True, "network": True, "methods": True, "quick": False}
+_NETWORK = {"n_neurons": True, "activation": False}
+
+
+class StudyError(ValueError):
+    """A study file that cannot be run as written."""
+
+
+def _check_keys(table, spec, where):
+    unknown = sorted(set(table) - set(spec))
+    if unknown:
+        raise StudyError(f"unknown key(s) {unknown} in {where}; allowed: {sorted(spec)}")
+    missing = sorted(k for k, required in spec.items() if required and k not in table)
+    if missing:
+        raise StudyError(f"missing required key(s) {missing} in {where}")
+
+
+def _signature_spec(func, skip=()):
+    """Keyword arguments of ``func`` as {name: required}."""
+    params = inspect.signature(func).parameters.values()
+    return {p.name: p.default is inspect.Parameter.empty for p in params if p.name not in skip}
+
+
+def _merge(base, override):
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+class Study:
+    """A validated study: ``config`` is the effective table (quick overrides applied)."""
+
+    def __init__(self, config, quick=False, source="study"):
+        config = dict(config)
+        if not isinstance(config.get("quick", {}), dict):
+            raise StudyError(f"quick in {source} must be a table of overrides")
+        overrides = config.pop("quick", {})
+        if quick:
+            if not overrides:
+                raise StudyError(f"--quick asked for, but {source} has no [quick] table")
+            _check_keys(overrides, {k: False for k in _TOP if k != "quick"}, f"[quick] of {source}")
+            config = _merge(config, overrides)
+        _check_keys(config, _TOP, source)
+        self.config, self.quick, self.source = config, quick, source
+        self.name = str(config["name"]) + ("-quick" if quick else "")
+        try:
+            self.epochs = check_int("epochs", config["epochs"], low=1)
+            self.seeds = check_int("seeds", config["seeds"], low=1)
+            self.root_seed = check_int("root_seed", config["root_seed"], low=0)
+        except ValueError as err:
+            raise StudyError(f"{source}: {err}") from None
+        self._validate_problem(config["problem"])
+        _check_keys(config["network"], _NETWORK, "[network]")
+        methods = config["methods"]
+        if not isinstance(methods, dict) or not methods:
+            raise StudyError("[methods] must hold at least one [methods.<label>] table")
+        self.methods = {label: self._build_method(label, table) for label, table in methods.items()}
+
+    @staticmethod
+    def _validate_problem(table):
+        if table.get("name") not in _PROBLEMS:
+            raise StudyError(f"problem.name must be one of {sorted(_PROBLEMS)}, got {table.get('name')!r}")
+        spec = {"name": True, **_signature_spec(_PROBLEMS[table["name"]])}
+        _check_keys(table, spec, f"[problem] (name = {table['name']!r})")
+
+    @staticmethod
+    def _build_method(label, table):
+        where = f"[methods.{label}]"
+        if not isinstance(table, dict):
+            raise StudyError(f"{where} must be a table")
+        kind = table.get("method")
+        if kind not in METHODS:
+            raise StudyError(f"{where}: method must be one of {sorted(METHODS)}, got {kind!r}")
+        kwargs = {k: v for k, v in table.items() if k != "method"}
+        _check_keys(kwargs, _signature_spec(METHODS[kind]), where)
+        try:
+            return METHODS[kind](**kwargs)
+        except ValueError as err:
+            raise StudyError(f"{where}: {err}") from None
+
+    def problem(self, data_dir=None):
+        table = dict(self.config["problem"])
+        if data_dir is not None:
+            if "data_dir" not in _signature_spec(_PROBLEMS[table["name"]]):
+                raise StudyError(f"--data-dir given, but problem {table['name']!r} reads no files")
+            table["data_dir"] = str(data_dir)
+        try:
+            return make_problem(table.pop("name"), **table)
+        except ValueError as err:
+            raise StudyError(f"[problem]: {err}") from None
+
+    def network(self, problem):
+        try:
+            return TwoLayerNetwork(n_inputs=problem.n_inputs, n_outputs=problem.n_outputs,
+                                   loss=problem.loss, **self.config["network"])
+        except ValueError as err:
+            raise StudyError(f"[network]: {err}") from None
+
+    def attrs(self):
+        """Scalar/string attributes for netCDF: every setting flattened as section.key."""
+        flat = {"study": self.name, "meanfield_version": __version__, "root_seed": self.root_seed,
+                "epochs": self.epochs, "seeds": self.seeds, "quick": int(self.quick),
+                "config_json": json.dumps(self.config, sort_keys=True)}
+
+        def walk(prefix, table):
+            for key, value in table.items():
+                if isinstance(value, dict):
+                    walk(f"{prefix}{key}.", value)
+                elif isinstance(value, (str, int, float)) and not isinstance(value, bool):
+                    flat[prefix + key] = value
+                else:
+                    flat[prefix + key] = json.dumps(value)
+
+        walk("", {k: self.config[k] for k in ("problem", "network", "methods")})
+        return flat
+
+    def cell_fingerprint(self, label):
+        """Hash of everything a (method, seed) cell depends on: a changed setting invalidates it."""
+        parts = {k: self.config[k] for k in ("problem", "network", "epochs", "root_seed")}
+        parts["method"] = self.config["methods"][label]
+        parts["version"] = __version__
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_study(path, quick=False):
+    """Read and validate a study file; ``quick`` applies its ``[quick]`` overrides."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            config = tomllib.load(fh)
+    except FileNotFoundError:
+        raise StudyError(f"study file {path} not found") from None
+    except tomllib.TOMLDecodeError as err:
+        raise StudyError(f"{path} is not valid TOML: {err}") from None
+    return Study(config, quick=quick, source=str(path))
+
+
+def last_recorded(da):
+    """Value at the last finite epoch of each trajectory (a diverged run keeps its last good value)."""
+    values = np.moveaxis(da.values, da.get_axis_num("epoch"), -1)
+    finite = np.isfinite(values)
+    last = values.shape[-1] - 1 - np.argmax(finite[..., ::-1], axis=-1)
+    out = np.take_along_axis(values, last[..., None], axis=-1)[..., 0]
+    return xr.DataArray(np.where(finite.any(-1), out, np.nan), dims=[d for d in da.dims if d != "epoch"],
+                        coords={d: da[d].values for d in da.dims if d != "epoch"})
+
+
+def _write(ds, path):
+    tmp = Path(f"{path}.tmp")
+    ds.to_netcdf(tmp, engine=NETCDF_ENGINE)
+    os.replace(tmp, path)  # atomic: a killed run never leaves a half-written cell behind
+
+
+def run_study(study, output, data_dir=None, progress=True, log=print):
+    """Run every (method, seed) cell not already on disk; write and return the combined dataset."""
+    from tqdm.auto import tqdm
+
+    output = Path(output)
+    cells_dir = Path(f"{output}.cells")
+    cells_dir.mkdir(parents=True, exist_ok=True)
+    problem = study.problem(data_dir)
+    network = study.network(problem)
+    seeds = np.random.SeedSequence(study.root_seed).spawn(study.seeds)
+    bar = tqdm(total=len(study.methods) * study.seeds * study.epochs, disable=not progress,
+               desc=study.name, unit="epoch")
+    cells = []
+    for label, method in study.methods.items():
+        fingerprint = study.cell_fingerprint(label)
+        for i, seed in enumerate(seeds):
+            path = cells_dir / f"{label}-seed{i}.nc"
+            if path.exists():
+                with xr.open_dataset(path, engine=NETCDF_ENGINE) as old:
+                    if old.attrs.get("fingerprint") == fingerprint:
+                        cells.append(old.load())
+                        bar.update(study.epochs)
+                        continue
+                log(f"{path}: settings changed since it was written; recomputing")
+            ds = train(method, network, problem, study.epochs, seed=seed, progress=lambda: bar.update(1))
+            bar.update(study.epochs - int(ds.train_risk.notnull().sum()) + 1)
+            ds = ds.expand_dims(method=[label], seed=[i])
+            ds["diverged_epoch"] = (("method", "seed"), np.array([[ds.attrs.pop("diverged_epoch")]], np.int32))
+            ds.attrs["fingerprint"] = fingerprint
+            _write(ds, path)
+            cells.append(ds)
+    bar.close()
+    combined = xr.combine_by_coords(cells, combine_attrs="drop")
+    combined = combined.assign_coords(epoch=combined.epoch.astype(np.int32), seed=combined.seed.astype(np.int32))
+    combined.attrs = {**study.attrs(), "iterations_per_epoch": int(cells[0].attrs["iterations_per_epoch"])}
+    combined["diverged_epoch"].attrs["description"] = "first epoch with a non-finite risk (-1: none)"
+    _write(combined, output)
+    return combined
