@@ -195,6 +195,10 @@ def run_study(study, output, data_dir=None, progress=True, log=print):
     cells_dir.mkdir(parents=True, exist_ok=True)
     problem = study.problem(data_dir)
     network = study.network(problem)
+    for label, method in study.methods.items():
+        if method.batch_size > problem.n_train:
+            raise StudyError(f"[methods.{label}]: batch_size must be <= the training set size "
+                             f"{problem.n_train}, got {method.batch_size}")
     seeds = np.random.SeedSequence(study.root_seed).spawn(study.seeds)
     bar = tqdm(total=len(study.methods) * study.seeds * study.epochs, disable=not progress,
                desc=study.name, unit="epoch")

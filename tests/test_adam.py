@@ -1,0 +1,59 @@
+"""Adam against a hand-computed update, and divergence handling in the training loop."""
+
+import math
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+
+from meanfield import Adam, TwoLayerNetwork, sine, train
+from meanfield.adam import adam_direction
+
+
+def test_two_steps_match_hand_computation():
+    lr, b1, b2, eps = 0.1, 0.9, 0.999, 1e-8
+    theta, s, r = np.array([0.5]), np.zeros(1), np.zeros(1)
+    for k, g in enumerate((2.0, -1.0), start=1):
+        s, r, direction = adam_direction(np.array([g]), s, r, k, b1, b2, eps)
+        theta = theta - lr * direction
+    # by hand: s1 = 0.2, r1 = 0.004, step 1 = 2 / (2 + eps);
+    # s2 = 0.9 * 0.2 - 0.1 = 0.08, r2 = 0.999 * 0.004 + 0.001 = 0.004996
+    step1 = (0.2 / 0.1) / (math.sqrt(0.004 / 0.001) + eps)
+    step2 = (0.08 / (1 - 0.81)) / (math.sqrt(0.004996 / (1 - 0.999**2)) + eps)
+    assert_allclose(s, [0.08], rtol=1e-14)
+    assert_allclose(r, [0.004996], rtol=1e-14)
+    assert_allclose(theta, [0.5 - lr * step1 - lr * step2], rtol=1e-14)
+
+
+def test_adam_step_uses_the_network_gradient():
+    rng = np.random.default_rng(0)
+    net = TwoLayerNetwork(1, 1, 6)
+    adam = Adam(lr=0.05, batch_size=4, n_particles=2)
+    state = adam.init(net, rng)
+    x, y = rng.uniform(size=(4, 1)), rng.normal(size=4)
+    _, grad = net.risk_and_grad(state.theta, x, y)
+    new = adam.step(state, net, x, y, 0, rng)
+    assert_allclose(new.theta, state.theta - 0.05 * grad / (np.abs(grad) + 1e-8), rtol=1e-12)
+    assert new.k == 1
+
+
+def test_quick_adam_run_lowers_the_risk():
+    ds = train(Adam(lr=0.05, batch_size=100), TwoLayerNetwork(1, 1, 20), sine(n_train=800, n_test=100), 5, seed=0)
+    assert ds.train_risk[-1] < 0.5 * ds.train_risk[0]
+
+
+def test_diverging_run_stops_and_keeps_what_it_recorded():
+    with pytest.warns(RuntimeWarning, match=r"adam \(seed 0\) diverged in epoch \d+"):
+        ds = train(Adam(lr=1e200, batch_size=50), TwoLayerNetwork(1, 1, 5, activation="tanh"), sine(n_train=200, n_test=50), 6, seed=0)
+    bad = ds.attrs["diverged_epoch"]
+    assert 1 <= bad <= 6
+    assert np.all(np.isfinite(ds.train_risk[:bad]))
+    assert np.all(np.isnan(ds.train_risk[bad + 1 :]))
+    assert np.all(np.isfinite(ds.final_params))
+
+
+def test_invalid_hyper_parameters_name_the_parameter():
+    with pytest.raises(ValueError, match=r"lr must be in \(0, inf\]"):
+        Adam(lr=-1.0)
+    with pytest.raises(ValueError, match=r"beta2 must be in \[0, 1\)"):
+        Adam(beta2=1.0)

@@ -1,0 +1,46 @@
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+
+from meanfield import Problem, make_problem, shifted_sines, sine, square
+from meanfield.schedules import Step, make_schedule
+
+
+def test_regression_problems_follow_their_law():
+    p = sine(n_train=4000, n_test=1000, noise_std=0.01, seed=3)
+    assert p.x_train.shape == (4000, 1) and p.y_test.shape == (1000,)
+    assert 0 <= p.x_train.min() and p.x_train.max() <= 1
+    resid = p.y_train - np.sin(2 * np.pi * p.x_train[:, 0])
+    # the noise std estimated from 4000 samples: relative standard error 1/sqrt(2 * 4000) ~ 1.1%
+    assert resid.std() == pytest.approx(0.01, rel=4 / np.sqrt(2 * 4000))
+    q = square(n_train=100, noise_std=0.0)
+    assert_allclose(q.y_train, q.x_train[:, 0] ** 2)
+    assert not np.allclose(sine(n_train=50, seed=1).x_train, sine(n_train=50, seed=2).x_train)
+
+
+def test_shifted_sines_family():
+    p = shifted_sines(n_tasks=100, n_train=50, n_test=10)
+    shifts = p.y_train - np.sin(2 * np.pi * p.x_train)
+    assert_allclose(shifts[0], -1 + 2 * np.arange(100) / 99, atol=1e-12)
+
+
+def test_bad_data_is_rejected():
+    x = np.zeros((4, 1))
+    with pytest.raises(ValueError, match="NaN"):
+        Problem("p", x, np.array([0, np.nan, 0, 0]), x, np.zeros(4), "mse", 1)
+    with pytest.raises(ValueError, match="y_train has 3 samples but x_train has 4"):
+        Problem("p", x, np.zeros(3), x, np.zeros(4), "mse", 1)
+    with pytest.raises(ValueError, match="problem.name must be one of"):
+        make_problem("cosine")
+    with pytest.raises(ValueError, match="n_train must be >= 1"):
+        sine(n_train=0)
+
+
+def test_schedules():
+    s = make_schedule({"kind": "step", "initial": 1.0, "factor": 0.9, "every": 100, "limit": 0.5})
+    assert s(0) == 1.0 and s(100) == pytest.approx(0.9) and s(10**6) == 0.5
+    assert make_schedule(3.0)(7) == 3.0
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['evry'\] in alpha"):
+        make_schedule({"kind": "step", "initial": 1.0, "factor": 2.0, "evry": 3}, "alpha")
+    with pytest.raises(ValueError, match="every must be an integer >= 1"):
+        Step(1.0, 2.0, 0)

@@ -1,0 +1,128 @@
+"""Study files and the command line, end to end on a tiny study."""
+
+import textwrap
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from meanfield import __version__
+from meanfield.cli import main
+from meanfield.study import NETCDF_ENGINE, StudyError, Study, load_study
+
+TINY = textwrap.dedent("""
+    name = "tiny"
+    epochs = 3
+    seeds = 2
+    root_seed = 11
+
+    [problem]
+    name = "sine"
+    n_train = 120
+    n_test = 30
+
+    [network]
+    n_neurons = 4
+
+    [methods.cbo]
+    method = "cbo"
+    n_particles = 6
+    dt = 0.1
+    sigma_squared = 1.0
+    batch_size = 40
+    alpha = { kind = "step", initial = 10.0, factor = 10.0, every = 1, limit = 1000.0 }
+
+    [methods.adam]
+    method = "adam"
+    lr = 0.05
+    batch_size = 40
+
+    [quick]
+    epochs = 2
+    """)
+
+
+@pytest.fixture
+def study_file(tmp_path):
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY)
+    return path
+
+
+def test_cli_run_and_plot_end_to_end(study_file, tmp_path, capsys):
+    out = tmp_path / "tiny.nc"
+    assert main(["run", str(study_file), "--out", str(out), "--no-progress"]) == 0
+    ds = xr.open_dataset(out, engine=NETCDF_ENGINE).load()
+    assert dict(ds.sizes) == {"method": 2, "seed": 2, "epoch": 4, "neuron": 4, "component": 3}
+    for var in ("train_risk", "test_risk", "best_particle_risk", "variance", "alpha", "wall_time"):
+        assert ds[var].dims == ("method", "seed", "epoch"), var
+        assert np.all(np.isfinite(ds[var].sel({"method": "cbo"}))), var
+    assert list(ds.alpha.sel({"method": "cbo"}).isel(seed=0).values[1:]) == [10.0, 100.0, 1000.0]
+    assert np.all(np.isnan(ds.alpha.sel({"method": "adam"})))
+    assert np.all(ds.variance.sel({"method": "adam"}) == 0)  # one network
+    assert np.all(np.diff(ds.wall_time.values, axis=-1) >= 0)
+    assert ds.attrs["meanfield_version"] == __version__
+    assert ds.attrs["root_seed"] == 11
+    assert ds.attrs["methods.cbo.sigma_squared"] == 1.0 and ds.attrs["methods.adam.lr"] == 0.05
+    assert np.all(ds.diverged_epoch == -1)
+    assert "median final train risk" in capsys.readouterr().out
+
+    figs = tmp_path / "figs"
+    assert main(["plot", str(out), "--out-dir", str(figs)]) == 0
+    assert sorted(p.name for p in figs.iterdir()) == ["tiny_fits.png", "tiny_risk.png"]
+
+
+def test_finished_cells_are_not_recomputed(study_file, tmp_path, monkeypatch):
+    out = tmp_path / "tiny.nc"
+    assert main(["run", str(study_file), "--out", str(out), "--no-progress"]) == 0
+    first = xr.open_dataset(out, engine=NETCDF_ENGINE).load()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished cell was recomputed")
+
+    monkeypatch.setattr("meanfield.study.train", refuse)
+    assert main(["run", str(study_file), "--out", str(out), "--no-progress"]) == 0
+    xr.testing.assert_identical(first, xr.open_dataset(out, engine=NETCDF_ENGINE).load())
+    # a changed setting invalidates exactly the cells that depend on it
+    (tmp_path / "tiny.toml").write_text(TINY.replace("lr = 0.05", "lr = 0.04"))
+    with pytest.raises(AssertionError, match="recomputed"):
+        main(["run", str(study_file), "--out", str(out), "--no-progress"])
+
+
+def test_quick_applies_overrides(study_file):
+    assert load_study(study_file, quick=True).epochs == 2
+    assert load_study(study_file, quick=True).name == "tiny-quick"
+    assert load_study(study_file).epochs == 3
+
+
+@pytest.mark.parametrize("change, message", [
+    (("epochs = 3", "epochs = 3\nepoch = 4"), r"unknown key\(s\) \['epoch'\] in .*allowed"),
+    (("seeds = 2\n", ""), r"missing required key\(s\) \['seeds'\]"),
+    (("n_particles = 6", "n_particles = -6"), r"\[methods.cbo\]: n_particles must be >= 1, got -6"),
+    (("dt = 0.1", "dt = 0.0"), r"\[methods.cbo\]: dt must be in \(0, inf\], got 0"),
+    (("dt = 0.1", "step = 0.1"), r"unknown key\(s\) \['step'\] in \[methods.cbo\]; allowed: .*'dt'"),
+    (('method = "adam"', 'method = "sgd"'), r"method must be one of \['adam', 'cbo'\]"),
+    (("n_neurons = 4", "n_neurons = 0"), r"\[network\]: n_neurons must be an integer >= 1"),
+    (("n_test = 30", "n_tests = 30"), r"unknown key\(s\) \['n_tests'\] in \[problem\]"),
+    (("epochs = 3", "epochs = -1"), r"epochs must be >= 1, got -1"),
+    (("n_train = 120", "n_train = 30"), r"\[methods.cbo\]: batch_size must be <= the training set size 30"),
+])
+def test_bad_study_files_name_the_key(study_file, tmp_path, change, message, capsys):
+    assert change[0] in TINY
+    study_file.write_text(TINY.replace(*change, 1))
+    code = main(["run", str(study_file), "--out", str(tmp_path / "x.nc"), "--no-progress"])
+    assert code == 2
+    assert __import__("re").search(message, capsys.readouterr().err)
+
+
+def test_quick_without_quick_table_is_an_error():
+    with pytest.raises(StudyError, match=r"no \[quick\] table"):
+        Study({"name": "a"}, quick=True)
+
+
+def test_shipped_studies_are_valid():
+    from pathlib import Path
+
+    for path in sorted(Path(__file__).parents[1].glob("studies/*.toml")):
+        for quick in (False, True):
+            load_study(path, quick=quick)
