@@ -10,20 +10,20 @@ from meanfield._array import namespace
 __all__ = ["gibbs_weights", "consensus_point"]
 
 
-def gibbs_weights(risks, alpha):
+def gibbs_weights(risks, alpha, axis=0):
     r"""Gibbs weights :math:`\mathrm{softmax}(-\alpha R)`.
 
     Parameters
     ----------
-    risks : array, shape (N,)
-        Risk of each particle; +inf gets weight 0, NaN is an error.
+    risks : array, shape (N,) or (N, P)
+        Risk of each particle (on each of P tasks); +inf gets weight 0, NaN is an error.
     alpha : float
         Inverse temperature >= 0. alpha = 0 gives uniform weights (V is the mean); alpha -> inf
         puts all weight on the best particle (Laplace principle).
 
     Returns
     -------
-    weights : array, shape (N,), non-negative, summing to 1.
+    weights : array, shape of ``risks``, non-negative, summing to 1 along ``axis``.
 
     Examples
     --------
@@ -38,13 +38,13 @@ def gibbs_weights(risks, alpha):
         raise ValueError(f"alpha must be >= 0, got {alpha}")
     if bool(xp.any(xp.isnan(risks))):
         raise FloatingPointError("a particle risk is NaN; Gibbs weights are undefined")
-    if not bool(xp.any(xp.isfinite(risks))):
+    if not bool(xp.all(xp.any(xp.isfinite(risks), axis=axis))):
         raise FloatingPointError("every particle risk is infinite; Gibbs weights are undefined")
     # alpha * inf would give nan when alpha = 0: exclude infinite risks explicitly
     logits = xp.where(xp.isfinite(risks), -alpha * xp.where(xp.isfinite(risks), risks, 0.0), -xp.inf)
-    logits = logits - xp.max(logits)
+    logits = logits - xp.max(logits, axis=axis, keepdims=True)
     w = xp.exp(logits)
-    return w / xp.sum(w)
+    return w / xp.sum(w, axis=axis, keepdims=True)
 
 
 def consensus_point(theta, weights):

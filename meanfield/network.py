@@ -175,6 +175,23 @@ class TwoLayerNetwork:
         """Risk of every network on (x, y): theta (N, M, D), x (S, d), y (S,) or (S, C) -> (N,)."""
         return LOSSES[self.loss](self.forward(theta, x), self.targets(y))[0]
 
+    def risk_matrix(self, theta, x, y):
+        """Mean squared error of every network on every task sharing the inputs x.
+
+        theta (N, M, D), x (S, d), y (S, P) -> (N, P); needs loss "mse" and one output. One forward
+        pass per network serves all P tasks: R[n, p] = mean_s g_ns^2 - 2 mean_s g_ns y_sp + mean_s y_sp^2
+        (a matrix product instead of an (N, S, P) array).
+        """
+        xp = namespace(theta, y)
+        if self.loss != "mse" or self.n_outputs != 1:
+            raise ValueError("risk_matrix needs loss='mse' and n_outputs=1")
+        if y.ndim != 2 or y.shape[0] != x.shape[0]:
+            raise ValueError(f"y must have shape ({x.shape[0]}, n_tasks), got {tuple(y.shape)}")
+        g = self.forward(theta, x)[..., 0]
+        n = x.shape[0]
+        r = (xp.sum(g * g, axis=1)[:, None] - 2.0 * xp.matmul(g, y) + xp.sum(y * y, axis=0)[None, :]) / n
+        return xp.maximum(r, xp.zeros_like(r))  # rounding can leave -1e-17 where the fit is exact
+
     def risk_and_grad(self, theta, x, y):
         """Risk (N,) and its analytic gradient with respect to theta, (N, M, D)."""
         xp = namespace(theta, x)

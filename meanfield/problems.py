@@ -60,7 +60,8 @@ class Problem:
         return self.x_train.shape[0]
 
 
-def _regression(name, f, n_train, n_test, noise_std, seed, info):
+def _regression(name, f, n_train, n_test, noise_std, seed, info, n_tasks=None):
+    """x ~ U[0, 1]; y = f(x) + noise, of shape (S,) for one target or (S, n_tasks) for a family."""
     n_train = check_int("n_train", n_train, low=1)
     n_test = check_int("n_test", n_test, low=1)
     noise_std = check_float("noise_std", noise_std, low=0)
@@ -69,7 +70,7 @@ def _regression(name, f, n_train, n_test, noise_std, seed, info):
     def draw(rng, n):
         x = rng.uniform(0.0, 1.0, size=(n, 1))
         y = f(x) + noise_std * rng.standard_normal(size=(n, 1))
-        return x, y[:, 0] if y.shape[1] == 1 else y
+        return x, y[:, 0] if n_tasks is None else y
 
     (x_tr, y_tr), (x_te, y_te) = draw(train_rng, n_train), draw(test_rng, n_test)
     info = {"n_train": n_train, "n_test": n_test, "noise_std": noise_std, **info}
@@ -103,7 +104,7 @@ def shifted_sines(n_tasks=100, n_train=8000, n_test=2000, noise_std=0.0, seed=0)
     shifts = np.linspace(-1.0, 1.0, n_tasks) if n_tasks > 1 else np.zeros(1)
     f = lambda x: np.sin(2 * np.pi * x) + shifts  # noqa: E731  (x (S, 1) broadcasts to (S, P))
     info = {"n_tasks": n_tasks, "shifts": [float(s) for s in shifts]}
-    return _regression("shifted_sines", f, n_train, n_test, noise_std, seed, info)
+    return _regression("shifted_sines", f, n_train, n_test, noise_std, seed, info, n_tasks)
 
 
 def mnist(data_dir, n_test=2000, seed=0):

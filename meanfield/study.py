@@ -22,6 +22,8 @@ from meanfield import __version__
 from meanfield._validate import check_int
 from meanfield.adam import Adam
 from meanfield.cbo import CBO
+from meanfield.hybrid import HybridCBOAdam
+from meanfield.multitask import MultiTaskCBO
 from meanfield.network import TwoLayerNetwork
 from meanfield.problems import _PROBLEMS, make_problem
 from meanfield.train import train
@@ -30,7 +32,7 @@ __all__ = ["Study", "load_study", "run_study", "last_recorded", "NETCDF_ENGINE"]
 
 # scipy's netCDF3 writer needs no extra dependency (NOTES.md: always name the engine)
 NETCDF_ENGINE = "scipy"
-METHODS = {cls.name: cls for cls in (CBO, Adam)}
+METHODS = {cls.name: cls for cls in (CBO, Adam, HybridCBOAdam, MultiTaskCBO)}
 _TOP = {"name": True, "description": False, "epochs": True, "seeds": True, "root_seed": True,
         "problem": True, "network": True, "methods": True, "quick": False}
 _NETWORK = {"n_neurons": True, "activation": False}
@@ -217,7 +219,8 @@ def run_study(study, output, data_dir=None, progress=True, log=print):
             ds = train(method, network, problem, study.epochs, seed=seed, progress=lambda: bar.update(1))
             bar.update(study.epochs - int(ds.train_risk.notnull().sum()) + 1)
             ds = ds.expand_dims(method=[label], seed=[i])
-            ds["diverged_epoch"] = (("method", "seed"), np.array([[ds.attrs.pop("diverged_epoch")]], np.int32))
+            for name in ("diverged_epoch", "state_bytes"):  # per-cell scalars become (method, seed) variables
+                ds[name] = (("method", "seed"), np.array([[ds.attrs.pop(name)]], np.int32))
             ds.attrs["fingerprint"] = fingerprint
             _write(ds, path)
             cells.append(ds)
@@ -226,5 +229,6 @@ def run_study(study, output, data_dir=None, progress=True, log=print):
     combined = combined.assign_coords(epoch=combined.epoch.astype(np.int32), seed=combined.seed.astype(np.int32))
     combined.attrs = {**study.attrs(), "iterations_per_epoch": int(cells[0].attrs["iterations_per_epoch"])}
     combined["diverged_epoch"].attrs["description"] = "first epoch with a non-finite risk (-1: none)"
+    combined["state_bytes"].attrs["description"] = "bytes of the method's state: particles, moments, consensus"
     _write(combined, output)
     return combined

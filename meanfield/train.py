@@ -31,6 +31,11 @@ def _accuracy(network, theta, x, labels):
     return float(np.mean(np.argmax(to_numpy(network.forward(theta, x))[0], axis=-1) == labels))
 
 
+def _state_bytes(state):
+    """Bytes of all arrays a method keeps per run (particles, moments, consensus)."""
+    return int(sum(getattr(v, "nbytes", 0) for v in vars(state).values()))
+
+
 def train(method, network, problem, epochs, seed=0, progress=None):
     """Train ``method`` for ``epochs`` epochs of ``S // batch_size`` iterations.
 
@@ -38,9 +43,14 @@ def train(method, network, problem, epochs, seed=0, progress=None):
     risk (or NaN particle risk) stops the run: the epochs recorded so far are kept, later ones stay
     NaN, and ``attrs["diverged_epoch"]`` names the first bad epoch (-1 if none).
 
+    A problem whose targets have shape (S, P) with one output is P tasks sharing the inputs: it
+    needs a multi-task method, and the risks then have a ``task`` dimension (tasks numbered 1..P).
+
     Parameters
     ----------
-    method : CBO, Adam or any object with ``init``, ``step``, ``report`` and ``batch_size``
+    method : CBO, Adam, HybridCBOAdam, MultiTaskCBO or any object with ``init``, ``step``,
+        ``report`` and ``batch_size``; an optional ``diagnostics(state) -> dict`` adds per-epoch
+        variables.
     network : TwoLayerNetwork
     problem : Problem
     epochs : int
@@ -52,46 +62,71 @@ def train(method, network, problem, epochs, seed=0, progress=None):
     Returns
     -------
     xarray.Dataset with dim ``epoch`` (epochs + 1), the variables of ``METRICS`` (plus
-    ``train_accuracy`` / ``test_accuracy`` for classification) and ``final_params`` (neuron, component),
-    the reported network at the last recorded epoch.
+    ``train_accuracy`` / ``test_accuracy`` for classification) and ``final_params`` (neuron,
+    component), the reported network at the last recorded epoch; ``attrs["state_bytes"]`` is the
+    memory of the method's state.
     """
     epochs = check_int("epochs", epochs, low=1)
     n_batches = problem.n_train // method.batch_size
     if n_batches < 1:
         raise ValueError(f"batch_size must be <= the training set size {problem.n_train}, got {method.batch_size}")
+    multi = problem.loss == "mse" and problem.n_outputs == 1 and problem.y_train.ndim == 2
+    if multi != hasattr(method, "check_tasks"):
+        raise ValueError(f"method {method.name!r} cannot train a {'multi' if multi else 'single'}-task problem")
+    if multi:
+        method.check_tasks(problem.y_train.shape[1])
     init_rng, batch_rng, noise_rng = random_streams(seed)
     state = method.init(network, init_rng)
     xp = namespace(state.theta)
     x_tr, y_tr = xp.asarray(problem.x_train), xp.asarray(problem.y_train)
     x_te, y_te = xp.asarray(problem.x_test), xp.asarray(problem.y_test)
     classify = problem.loss == "cross_entropy"
+    n_tasks = problem.y_train.shape[1] if multi else 1
+
+    def risks_of(nets, x, y):
+        """Risk of network k on task k: nets (K, M, D) -> (K,)."""
+        if not multi:
+            return network.risk(nets, x, y)
+        g = network.forward(nets, x)[..., 0]
+        return xp.mean((g - xp.matrix_transpose(y)) ** 2, axis=1)
+
     names = list(METRICS) + (["train_accuracy", "test_accuracy"] if classify else [])
-    record = {name: np.full(epochs + 1, np.nan) for name in names}
+    record = {name: np.full((epochs + 1, n_tasks), np.nan) for name in names}
     diverged, elapsed = -1, 0.0
 
     def evaluate(epoch, alpha):
-        v = method.report(state)[None]
-        if state.risks is None:  # before the first step: the exactly best particle
-            best = int(xp.argmin(network.risk(state.theta, x_tr, y_tr)))
-        else:
-            best = int(xp.argmin(xp.where(xp.isnan(state.risks), xp.inf, state.risks)))
+        nets = method.report(state)
+        nets = nets[None] if nets.ndim == 2 else nets
+        if nets.shape[0] != n_tasks:  # one network before the first step of a multi-task run
+            nets = xp.concat([nets] * n_tasks, axis=0)
+        risks = state.risks
+        if risks is None:  # before the first step: the exactly best particle
+            risks = network.risk_matrix(state.theta, x_tr, y_tr) if multi else network.risk(state.theta, x_tr, y_tr)
+        risks = xp.where(xp.isnan(risks), xp.inf, risks)
+        best = xp.argmin(risks, axis=0) if multi else xp.reshape(xp.argmin(risks), (1,))
         mean = xp.mean(state.theta, axis=0)
         values = {
-            "train_risk": network.risk(v, x_tr, y_tr)[0],
-            "test_risk": network.risk(v, x_te, y_te)[0],
-            "best_particle_risk": network.risk(state.theta[best : best + 1], x_tr, y_tr)[0],
+            "train_risk": risks_of(nets, x_tr, y_tr),
+            "test_risk": risks_of(nets, x_te, y_te),
+            "best_particle_risk": risks_of(xp.take(state.theta, best, axis=0), x_tr, y_tr),
             "variance": xp.sum((state.theta - mean) ** 2) / state.theta.shape[0],
             "alpha": alpha,
             "wall_time": elapsed,
         }
         if classify:
-            values["train_accuracy"] = _accuracy(network, v, x_tr, problem.y_train)
-            values["test_accuracy"] = _accuracy(network, v, x_te, problem.y_test)
+            values["train_accuracy"] = _accuracy(network, nets, x_tr, problem.y_train)
+            values["test_accuracy"] = _accuracy(network, nets, x_te, problem.y_test)
+        if hasattr(method, "diagnostics"):
+            values.update(method.diagnostics(state))
         for name, value in values.items():
-            record[name][epoch] = float(value)
-        return np.isfinite(record["train_risk"][epoch])
+            record.setdefault(name, np.full((epochs + 1, n_tasks), np.nan))[epoch] = to_numpy(xp.asarray(value))
+        return bool(np.all(np.isfinite(record["train_risk"][epoch])))
 
-    final = to_numpy(method.report(state))
+    def reported():
+        nets = to_numpy(method.report(state))
+        return np.repeat(nets, n_tasks, axis=0) if multi and nets.shape[0] != n_tasks else nets
+
+    final = reported()
     alpha_of = getattr(method, "alpha", lambda epoch: np.nan)
     evaluate(0, alpha_of(0))
     for epoch in range(epochs):
@@ -117,12 +152,20 @@ def train(method, network, problem, epochs, seed=0, progress=None):
             warnings.warn(f"{method.name} (seed {seed}) diverged in epoch {diverged}: {reason}; "
                           f"stopped, epochs 0..{epoch} are kept", RuntimeWarning, stacklevel=2)
             break
-        final = to_numpy(method.report(state))
+        final = reported()
         if progress is not None:
             progress()
 
-    data = {name: ("epoch", values, {"description": METRICS.get(name, name.replace("_", " "))})
+    dims = ("epoch", "task") if multi else ("epoch",)
+    data = {name: (dims, values if multi else values[:, 0], {"description": METRICS.get(name, name.replace("_", " "))})
             for name, values in record.items()}
-    data["final_params"] = (("neuron", "component"), final, {"description": "reported network at the last good epoch"})
-    return xr.Dataset(data, coords={"epoch": np.arange(epochs + 1)},
-                      attrs={"diverged_epoch": diverged, "iterations_per_epoch": n_batches})
+    if multi:
+        for name in ("variance", "alpha", "wall_time"):  # one value per ensemble, not per task
+            data[name] = ("epoch", record[name][:, 0], data[name][2])
+    param_dims = ("task", "neuron", "component") if multi else ("neuron", "component")
+    data["final_params"] = (param_dims, final, {"description": "reported network at the last good epoch"})
+    coords = {"epoch": np.arange(epochs + 1)}
+    if multi:
+        coords["task"] = np.arange(1, n_tasks + 1)
+    return xr.Dataset(data, coords=coords, attrs={"diverged_epoch": diverged, "iterations_per_epoch": n_batches,
+                                                  "state_bytes": _state_bytes(state)})

@@ -1,0 +1,110 @@
+r"""Multi-task CBO (sec. 3.4.2 of arXiv 2511.21466): P tasks sharing one ensemble of N particles.
+
+Per iteration the N x P risk matrix comes from one forward pass per particle (the tasks share their
+inputs); task p has its own consensus (eq. 28)
+
+.. math:: V_p = \sum_n \mathrm{softmax}_n(-\alpha R[:, p])\, \theta_n
+
+and particle n drifts and diffuses toward the consensus of its task p(n) (eq. 27). With
+``shared=False`` every task only sees its own particles: that is P independent CBO runs in one
+vectorised ensemble, the baseline with the same number of risk evaluations per task.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+import math
+
+from meanfield._array import namespace
+from meanfield.cbo import CBO, cbo_update
+from meanfield.consensus import gibbs_weights
+
+__all__ = ["MultiTaskCBO", "MultiTaskState", "task_assignment"]
+
+
+def task_assignment(n_particles, n_tasks, kind="blocks"):
+    """Task of every particle, an int array (N,).
+
+    "blocks": consecutive blocks, p(n) = floor(n P / N) (the paper's p(n) = ceil(n / 2) for
+    N = 200, P = 100); "round_robin": p(n) = n mod P.
+
+    >>> task_assignment(6, 3).tolist(), task_assignment(6, 3, "round_robin").tolist()
+    ([0, 0, 1, 1, 2, 2], [0, 1, 2, 0, 1, 2])
+    """
+    import numpy as np
+
+    if n_particles < n_tasks:
+        raise ValueError(f"n_particles must be >= the number of tasks {n_tasks}, got {n_particles}")
+    kinds = {"blocks": lambda n: n * n_tasks // n_particles, "round_robin": lambda n: n % n_tasks}
+    if kind not in kinds:
+        raise ValueError(f"assignment must be one of {sorted(kinds)}, got {kind!r}")
+    out = kinds[kind](np.arange(n_particles))
+    empty = sorted(set(range(n_tasks)) - set(out.tolist()))
+    if empty:
+        raise ValueError(f"assignment {kind!r} leaves task(s) {empty} without particles")
+    return out
+
+
+@dataclass
+class MultiTaskState:
+    """theta (N, M, D); risks (N, P) (+inf where a task may not use a particle); consensus (P, M, D)."""
+
+    theta: Any
+    risks: Any = None
+    consensus: Any = None
+    assignment: Any = None
+
+
+class MultiTaskCBO(CBO):
+    """Multi-task CBO; the CBO parameters are those of :class:`meanfield.cbo.CBO`.
+
+    Parameters
+    ----------
+    assignment : {"blocks", "round_robin"}
+        How particles are assigned to tasks (see :func:`task_assignment`).
+    shared : bool
+        True: every task's consensus weighs all particles (the paper's multi-task CBO).
+        False: only the task's own particles (P independent CBO runs of N / P particles).
+    **cbo_params
+        n_particles (in total, over all tasks), dt, drift, sigma_squared, alpha, noise, batch_size,
+        init_scale, require_decay.
+    """
+
+    name = "multitask"
+
+    def __init__(self, assignment="blocks", shared=True, **cbo_params):
+        super().__init__(**cbo_params)
+        task_assignment(2, 1, assignment)  # validates the name early
+        self.assignment, self.shared = assignment, bool(shared)
+
+    def check_tasks(self, n_tasks):
+        """Raise a ValueError if this ensemble cannot serve ``n_tasks`` tasks."""
+        task_assignment(self.n_particles, n_tasks, self.assignment)
+
+    def init(self, network, rng):
+        return MultiTaskState(super().init(network, rng).theta)
+
+    def step(self, state, network, x, y, epoch, rng):
+        xp = namespace(state.theta)
+        assign = state.assignment
+        if assign is None:
+            assign = xp.asarray(task_assignment(self.n_particles, y.shape[1], self.assignment))
+        risks = network.risk_matrix(state.theta, x, y)
+        if not self.shared:  # a task ignores the particles of the others
+            own = assign[:, None] == xp.arange(y.shape[1])[None, :]
+            risks = xp.where(own, risks, xp.inf)
+        weights = gibbs_weights(risks, self.alpha(epoch), axis=0)  # (N, P)
+        v = xp.tensordot(xp.matrix_transpose(weights), state.theta, axes=1)  # (P, M, D)
+        xi = xp.asarray(rng.standard_normal(state.theta.shape))
+        theta = cbo_update(state.theta, xp.take(v, assign, axis=0), self.dt, self.drift,
+                           math.sqrt(self.sigma_squared), self.noise, xi)
+        return MultiTaskState(theta, risks, v, assign)
+
+    def report(self, state):
+        """The consensus network of every task, (P, M, D) (the ensemble mean before the first step)."""
+        if state.consensus is None:
+            xp = namespace(state.theta)
+            return xp.mean(state.theta, axis=0)[None]
+        return state.consensus
+
+    def params(self):
+        return {**super().params(), "assignment": self.assignment, "shared": int(self.shared)}
