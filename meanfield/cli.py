@@ -6,7 +6,8 @@ from pathlib import Path
 
 import xarray as xr
 
-from meanfield.study import NETCDF_ENGINE, StudyError, last_recorded, load_study, run_study
+from meanfield.results import summary_table
+from meanfield.study import NETCDF_ENGINE, StudyError, load_study, run_study
 
 
 def main(argv=None):
@@ -29,11 +30,8 @@ def main(argv=None):
             out = Path(args.out or f"results/{study.name}.nc")
             out.parent.mkdir(parents=True, exist_ok=True)
             ds = run_study(study, out, data_dir=args.data_dir, progress=not args.no_progress)
-            print(f"wrote {out}")
-            final = last_recorded(ds.train_risk).median("seed")
-            for label in ds.method.values:
-                value = float(final.sel({"method": label}))
-                print(f"  {label}: median final train risk {value:.4g}")
+            print(f"wrote {out}\n")
+            print(summary_table(ds))
         else:
             with xr.open_dataset(args.result, engine=NETCDF_ENGINE) as ds:
                 from meanfield.plotting import plot_dataset

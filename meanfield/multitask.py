@@ -64,15 +64,18 @@ class MultiTaskCBO(CBO):
     shared : bool
         True: every task's consensus weighs all particles (the paper's multi-task CBO).
         False: only the task's own particles (P independent CBO runs of N / P particles).
-    **cbo_params
-        n_particles (in total, over all tasks), dt, drift, sigma_squared, alpha, noise, batch_size,
-        init_scale, require_decay.
+    n_particles : int
+        In total, over all tasks.
+    dt, drift, sigma_squared, alpha, noise, batch_size, init_scale, require_decay
+        As for :class:`meanfield.cbo.CBO`.
     """
 
     name = "multitask"
 
-    def __init__(self, assignment="blocks", shared=True, **cbo_params):
-        super().__init__(**cbo_params)
+    def __init__(self, assignment="blocks", shared=True, n_particles=100, dt=0.1, drift=1.0, sigma_squared=1.0,
+                 alpha=1e5, noise="anisotropic", batch_size=100, init_scale=1.0, require_decay=False):
+        super().__init__(n_particles=n_particles, dt=dt, drift=drift, sigma_squared=sigma_squared, alpha=alpha,
+                         noise=noise, batch_size=batch_size, init_scale=init_scale, require_decay=require_decay)
         task_assignment(2, 1, assignment)  # validates the name early
         self.assignment, self.shared = assignment, bool(shared)
 
@@ -88,10 +91,13 @@ class MultiTaskCBO(CBO):
         assign = state.assignment
         if assign is None:
             assign = xp.asarray(task_assignment(self.n_particles, y.shape[1], self.assignment))
-        risks = network.risk_matrix(state.theta, x, y)
-        if not self.shared:  # a task ignores the particles of the others
+        if self.shared:
+            risks = network.risk_matrix(state.theta, x, y)
+        else:  # a task ignores the particles of the others: only the own-task risk is needed
+            g = network.forward(state.theta, x)[..., 0]
+            own_risk = xp.mean((g - xp.take(xp.matrix_transpose(y), assign, axis=0)) ** 2, axis=1)
             own = assign[:, None] == xp.arange(y.shape[1])[None, :]
-            risks = xp.where(own, risks, xp.inf)
+            risks = xp.where(own, own_risk[:, None], xp.inf)
         weights = gibbs_weights(risks, self.alpha(epoch), axis=0)  # (N, P)
         v = xp.tensordot(xp.matrix_transpose(weights), state.theta, axes=1)  # (P, M, D)
         xi = xp.asarray(rng.standard_normal(state.theta.shape))

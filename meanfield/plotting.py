@@ -11,9 +11,10 @@ import numpy as np  # noqa: E402
 
 from meanfield.network import TwoLayerNetwork  # noqa: E402
 from meanfield.problems import make_problem  # noqa: E402
-from meanfield.study import last_recorded  # noqa: E402
+from meanfield.results import instability, last_recorded, summary_table  # noqa: E402
 
-__all__ = ["plot_risk", "plot_fits", "plot_dataset"]
+__all__ = ["plot_risk", "plot_fits", "plot_task_risk", "plot_task_fits", "plot_instability", "plot_accuracy",
+           "plot_dataset"]
 
 STYLE = {"figure.dpi": 150, "axes.grid": True, "grid.alpha": 0.3, "font.size": 9,
          "axes.spines.top": False, "axes.spines.right": False, "legend.frameon": False}
@@ -31,14 +32,12 @@ def plot_risk(ds, path):
         for ax, var, title in zip(axes, ("train_risk", "test_risk"), ("training set", "held-out test set")):
             for i, label in enumerate(ds.method.values):
                 values = ds[var].sel({"method": label})
-                q1, med, q3 = (values.quantile(q, dim="seed", skipna=True) for q in (0.25, 0.5, 0.75))
-                color = _color(str(label), i)
-                ax.plot(ds.epoch, med, color=color, label=f"{label} (median of {ds.sizes['seed']})")
-                ax.fill_between(ds.epoch, q1, q3, color=color, alpha=0.25, lw=0)
+                _band(ax, values, ds.epoch, _color(str(label), i), f"{label} (median of {ds.sizes['seed']})")
             ax.set_yscale("log")
             ax.set_xlabel("epoch")
             ax.set_title(title)
-        axes[0].set_ylabel(r"risk $R(\theta)$ (mean squared error)")
+        loss = "cross-entropy" if "test_accuracy" in ds else "mean squared error"
+        axes[0].set_ylabel(rf"risk $R(\theta)$ ({loss})")
         axes[0].legend()
         fig.suptitle(f"{ds.attrs['study']}: consensus network risk, quartile band over seeds")
         fig.tight_layout()
@@ -46,23 +45,34 @@ def plot_risk(ds, path):
         plt.close(fig)
 
 
-def plot_fits(ds, path):
-    """Paper Fig. 3: the network of the median seed (by final train risk) of each method over the data."""
+def _network_of(ds):
     config = json.loads(ds.attrs["config_json"])
     problem = make_problem(**config["problem"])
     network = TwoLayerNetwork(problem.n_inputs, problem.n_outputs, ds.sizes["neuron"],
                               activation=config["network"].get("activation", "relu"), loss=problem.loss)
+    return problem, network
+
+
+def _median_seed(ds, label, task=None):
+    risk = ds.train_risk.sel({"method": label})
+    final = last_recorded(risk if task is None else risk.sel(task=task)).values
+    seed = int(np.argsort(final)[len(final) // 2])
+    return seed, final[seed]
+
+
+def plot_fits(ds, path):
+    """Paper Fig. 3: the network of the median seed (by final train risk) of each method over the data."""
+    problem, network = _network_of(ds)
     grid = np.linspace(0.0, 1.0, 400)[:, None]
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(5, 3.4))
         sub = np.random.default_rng(0).choice(problem.n_train, size=min(400, problem.n_train), replace=False)
         ax.scatter(problem.x_train[sub, 0], problem.y_train[sub], s=3, color="0.6", label="training data")
         for i, label in enumerate(ds.method.values):
-            final = last_recorded(ds.train_risk.sel({"method": label})).values
-            seed = int(np.argsort(final)[len(final) // 2])
+            seed, risk = _median_seed(ds, label)
             theta = ds.final_params.sel({"method": label}).isel(seed=seed).values[None]
             ax.plot(grid[:, 0], network.forward(theta, grid)[0, :, 0], color=_color(str(label), i), lw=1.5,
-                    label=f"{label} (median seed, risk {final[seed]:.2e})")
+                    label=f"{label} (median seed, risk {risk:.2e})")
         ax.set_xlabel("x")
         ax.set_ylabel("g(x)")
         ax.legend(loc="lower left", fontsize=7)
@@ -72,14 +82,107 @@ def plot_fits(ds, path):
         plt.close(fig)
 
 
+def _band(ax, values, epoch, color, label):
+    q1, med, q3 = (values.quantile(q, dim="seed", skipna=True) for q in (0.25, 0.5, 0.75))
+    ax.plot(epoch, med, color=color, label=label)
+    ax.fill_between(epoch, q1, q3, color=color, alpha=0.25, lw=0)
+
+
+def plot_task_risk(ds, path):
+    """Paper Fig. 5: median and minimum over tasks of the train risk (median over seeds, quartile band)."""
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), sharey=True)
+        for ax, reduce, title in zip(axes, ("median", "min"), ("median over tasks", "minimum over tasks")):
+            for i, label in enumerate(ds.method.values):
+                values = getattr(ds.train_risk.sel({"method": label}), reduce)("task")
+                _band(ax, values, ds.epoch, _color(str(label), i), f"{label} ({int(ds.state_bytes.sel({'method': label}).max())} B of state)")
+            ax.set_yscale("log")
+            ax.set_xlabel("epoch")
+            ax.set_title(title)
+        axes[0].set_ylabel(r"train risk $R_p$ (mean squared error)")
+        axes[0].legend()
+        fig.suptitle(f"{ds.attrs['study']}: {ds.sizes['task']} tasks, quartile band over {ds.sizes['seed']} seeds")
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)
+
+
+def plot_task_fits(ds, path):
+    """Paper Fig. 6: each task's consensus network (median seed) over its data, five tasks."""
+    problem, network = _network_of(ds)
+    tasks = np.unique(np.linspace(1, ds.sizes["task"], 5).round().astype(int))
+    grid = np.linspace(0.0, 1.0, 300)[:, None]
+    sub = np.random.default_rng(0).choice(problem.n_train, size=min(200, problem.n_train), replace=False)
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, ds.sizes["method"], figsize=(4.2 * ds.sizes["method"], 3.4), squeeze=False)
+        for ax, label in zip(axes[0], ds.method.values):
+            for j, task in enumerate(tasks):
+                seed, risk = _median_seed(ds, label, task)
+                theta = ds.final_params.sel({"method": label, "task": task}).isel(seed=seed).values[None]
+                ax.scatter(problem.x_train[sub, 0], problem.y_train[sub, task - 1], s=2, color="0.7")
+                ax.plot(grid[:, 0], network.forward(theta, grid)[0, :, 0], color=f"C{j}", lw=1.3,
+                        label=f"task {task} (risk {risk:.1e})")
+            ax.set_xlabel("x")
+            ax.set_ylabel("g(x)")
+            ax.set_title(f"{label}")
+            ax.legend(fontsize=6, loc="lower left")
+        fig.suptitle(f"{ds.attrs['study']}: fits of five tasks after {int(ds.epoch[-1])} epochs")
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)
+
+
+def plot_instability(ds, path, factor=10.0):
+    """Fraction of runs whose train risk has risen by more than ``factor`` above its running minimum."""
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        for i, label in enumerate(ds.method.values):
+            risk = ds.train_risk.sel({"method": label}).transpose("seed", "epoch")
+            ax.plot(ds.epoch, instability(risk, factor).mean(axis=0), color=_color(str(label), i), label=str(label))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(f"fraction of runs (of {ds.sizes['seed']})")
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_title(f"{ds.attrs['study']}: risk rose > {factor:g}x above its running minimum")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)
+
+
+def plot_accuracy(ds, path):
+    """Test accuracy of the reported network, median over seeds with quartile band."""
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        for i, label in enumerate(ds.method.values):
+            _band(ax, 100 * ds.test_accuracy.sel({"method": label}), ds.epoch, _color(str(label), i), str(label))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"{ds.attrs['study']}: held-out accuracy ({ds.sizes['seed']} seeds)")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)
+
+
 def plot_dataset(ds, out_dir):
-    """All figures a study's dataset supports; returns the paths written."""
+    """All figures a study's dataset supports, and its summary table; returns the paths written."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     name = ds.attrs["study"]
-    paths = [out_dir / f"{name}_risk.png"]
-    plot_risk(ds, paths[0])
-    if ds.attrs.get("problem.name") in ("sine", "square"):
-        paths.append(out_dir / f"{name}_fits.png")
-        plot_fits(ds, paths[1])
+    regression_1d = ds.attrs.get("problem.name") in ("sine", "square", "shifted_sines")
+    jobs = []
+    if "task" in ds.dims:
+        jobs += [("risk", plot_task_risk), ("fits", plot_task_fits)]
+    else:
+        jobs += [("risk", plot_risk), ("instability", plot_instability)]
+        if regression_1d:
+            jobs.append(("fits", plot_fits))
+    if "test_accuracy" in ds:
+        jobs.append(("accuracy", plot_accuracy))
+    paths = []
+    for suffix, plot in jobs:
+        paths.append(out_dir / f"{name}_{suffix}.png")
+        plot(ds, paths[-1])
+    paths.append(out_dir / f"{name}_summary.md")
+    paths[-1].write_text(summary_table(ds))
     return paths

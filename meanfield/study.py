@@ -28,14 +28,14 @@ from meanfield.network import TwoLayerNetwork
 from meanfield.problems import _PROBLEMS, make_problem
 from meanfield.train import train
 
-__all__ = ["Study", "load_study", "run_study", "last_recorded", "NETCDF_ENGINE"]
+__all__ = ["Study", "load_study", "run_study", "NETCDF_ENGINE"]
 
 # scipy's netCDF3 writer needs no extra dependency (NOTES.md: always name the engine)
 NETCDF_ENGINE = "scipy"
 METHODS = {cls.name: cls for cls in (CBO, Adam, HybridCBOAdam, MultiTaskCBO)}
 _TOP = {"name": True, "description": False, "epochs": True, "seeds": True, "root_seed": True,
-        "problem": True, "network": True, "methods": True, "quick": False}
-_NETWORK = {"n_neurons": True, "activation": False}
+        "problem": True, "network": True, "methods": True, "method_defaults": False, "quick": False}
+_NETWORK = {"n_neurons": True, "activation": False, "block_elements": False}
 
 
 class StudyError(ValueError):
@@ -91,7 +91,14 @@ class Study:
         methods = config["methods"]
         if not isinstance(methods, dict) or not methods:
             raise StudyError("[methods] must hold at least one [methods.<label>] table")
-        self.methods = {label: self._build_method(label, table) for label, table in methods.items()}
+        # [method_defaults] fills every method table; a key some method does not take is an error there
+        defaults = config.get("method_defaults", {})
+        if not isinstance(defaults, dict):
+            raise StudyError("method_defaults must be a table")
+        config["methods"] = {label: {**defaults, **table} if isinstance(table, dict) else table
+                             for label, table in methods.items()}
+        config.pop("method_defaults", None)
+        self.methods = {label: self._build_method(label, table) for label, table in config["methods"].items()}
 
     @staticmethod
     def _validate_problem(table):
@@ -170,16 +177,6 @@ def load_study(path, quick=False):
     except tomllib.TOMLDecodeError as err:
         raise StudyError(f"{path} is not valid TOML: {err}") from None
     return Study(config, quick=quick, source=str(path))
-
-
-def last_recorded(da):
-    """Value at the last finite epoch of each trajectory (a diverged run keeps its last good value)."""
-    values = np.moveaxis(da.values, da.get_axis_num("epoch"), -1)
-    finite = np.isfinite(values)
-    last = values.shape[-1] - 1 - np.argmax(finite[..., ::-1], axis=-1)
-    out = np.take_along_axis(values, last[..., None], axis=-1)[..., 0]
-    return xr.DataArray(np.where(finite.any(-1), out, np.nan), dims=[d for d in da.dims if d != "epoch"],
-                        coords={d: da[d].values for d in da.dims if d != "epoch"})
 
 
 def _write(ds, path):

@@ -65,11 +65,12 @@ def test_cli_run_and_plot_end_to_end(study_file, tmp_path, capsys):
     assert ds.attrs["root_seed"] == 11
     assert ds.attrs["methods.cbo.sigma_squared"] == 1.0 and ds.attrs["methods.adam.lr"] == 0.05
     assert np.all(ds.diverged_epoch == -1)
-    assert "median final train risk" in capsys.readouterr().out
+    assert "| cbo | " in capsys.readouterr().out
 
     figs = tmp_path / "figs"
     assert main(["plot", str(out), "--out-dir", str(figs)]) == 0
-    assert sorted(p.name for p in figs.iterdir()) == ["tiny_fits.png", "tiny_risk.png"]
+    assert sorted(p.name for p in figs.iterdir()) == [
+        "tiny_fits.png", "tiny_instability.png", "tiny_risk.png", "tiny_summary.md"]
 
 
 def test_finished_cells_are_not_recomputed(study_file, tmp_path, monkeypatch):
