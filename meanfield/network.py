@@ -35,25 +35,26 @@ ACTIVATIONS = {
 }
 
 
-def _mse(g, y):
+def _mse(g, y, grad=False):
     """Mean over samples of the squared error summed over outputs; g (B, S, C), y (S, C)."""
     xp = namespace(g)
     r = g - y
-    return xp.mean(xp.sum(r * r, axis=-1), axis=-1), (2.0 / g.shape[-2]) * r
+    value = xp.mean(xp.sum(r * r, axis=-1), axis=-1)
+    return (value, (2.0 / g.shape[-2]) * r) if grad else value
 
 
-def _cross_entropy(g, y):
+def _cross_entropy(g, y, grad=False):
     """Softmax cross-entropy with log-sum-exp; g (B, S, C) logits, y (S, C) one-hot labels."""
     xp = namespace(g)
     shift = xp.max(g, axis=-1, keepdims=True)
     e = xp.exp(g - shift)
     z = xp.sum(e, axis=-1, keepdims=True)
-    lse = xp.log(z) + shift
-    value = xp.mean(xp.sum((lse - g) * y, axis=-1), axis=-1)
-    return value, (e / z - y) / g.shape[-2]
+    # one-hot rows sum to 1: mean_s [lse_s - g_{s, y_s}]
+    value = xp.mean(xp.log(z[..., 0]) + shift[..., 0] - xp.sum(g * y, axis=-1), axis=-1)
+    return (value, (e / z - y) / g.shape[-2]) if grad else value
 
 
-# loss: (value (B,) and dR/dg (B, S, C) from outputs g and targets in the form `targets()` makes)
+# loss(g, targets, grad): value (B,) and, with grad=True, dR/dg (B, S, C); targets as `targets()` makes
 LOSSES = {"mse": _mse, "cross_entropy": _cross_entropy}
 
 
@@ -184,7 +185,7 @@ class TwoLayerNetwork:
 
     def risk(self, theta, x, y):
         """Risk of every network on (x, y): theta (N, M, D), x (S, d), y (S,) or (S, C) -> (N,)."""
-        return LOSSES[self.loss](self.forward(theta, x), self.targets(y))[0]
+        return LOSSES[self.loss](self.forward(theta, x), self.targets(y))
 
     def risk_matrix(self, theta, x, y):
         """Mean squared error of every network on every task sharing the inputs x.
@@ -215,7 +216,7 @@ class TwoLayerNetwork:
         for i, j in self._blocks(theta.shape[0], x.shape[0]):
             c = theta[i:j, :, d + 1 :]
             h = self._hidden(theta[i:j], x_aug)  # (S, B, M)
-            risks[i:j], delta = LOSSES[self.loss](xp.matmul(self._per_network(h), c) / M, t)
+            risks[i:j], delta = LOSSES[self.loss](xp.matmul(self._per_network(h), c) / M, t, grad=True)
             grad[i:j, :, d + 1 :] = xp.matmul(xp.permute_dims(h, (1, 2, 0)), delta) / M
             # back through the activation: dR/dz = (delta c^T / M) * sigma'(z), laid out (S, B, M)
             dz = self._per_network(xp.matmul(delta, xp.matrix_transpose(c))) * derivative(h) / M
