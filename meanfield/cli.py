@@ -26,10 +26,10 @@ def main(argv=None):
 
     try:
         if args.command == "run":
-            study = load_study(args.study, quick=args.quick)
+            study = load_study(args.study, quick=args.quick, data_dir=args.data_dir)
             out = Path(args.out or f"results/{study.name}.nc")
             out.parent.mkdir(parents=True, exist_ok=True)
-            ds = run_study(study, out, data_dir=args.data_dir, progress=not args.no_progress)
+            ds = run_study(study, out, progress=not args.no_progress)
             print(f"wrote {out}\n")
             print(summary_table(ds))
         else:

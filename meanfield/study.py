@@ -67,7 +67,7 @@ def _merge(base, override):
 class Study:
     """A validated study: ``config`` is the effective table (quick overrides applied)."""
 
-    def __init__(self, config, quick=False, source="study"):
+    def __init__(self, config, quick=False, source="study", data_dir=None):
         config = dict(config)
         if not isinstance(config.get("quick", {}), dict):
             raise StudyError(f"quick in {source} must be a table of overrides")
@@ -86,6 +86,10 @@ class Study:
             self.root_seed = check_int("root_seed", config["root_seed"], low=0)
         except ValueError as err:
             raise StudyError(f"{source}: {err}") from None
+        if data_dir is not None:  # the command line's data directory replaces the file's, everywhere
+            if "data_dir" not in _signature_spec(_PROBLEMS.get(config["problem"].get("name"), lambda: None)):
+                raise StudyError(f"--data-dir given, but problem {config['problem'].get('name')!r} reads no files")
+            config["problem"] = {**config["problem"], "data_dir": str(data_dir)}
         self._validate_problem(config["problem"])
         _check_keys(config["network"], _NETWORK, "[network]")
         methods = config["methods"]
@@ -122,12 +126,8 @@ class Study:
         except ValueError as err:
             raise StudyError(f"{where}: {err}") from None
 
-    def problem(self, data_dir=None):
+    def problem(self):
         table = dict(self.config["problem"])
-        if data_dir is not None:
-            if "data_dir" not in _signature_spec(_PROBLEMS[table["name"]]):
-                raise StudyError(f"--data-dir given, but problem {table['name']!r} reads no files")
-            table["data_dir"] = str(data_dir)
         try:
             return make_problem(table.pop("name"), **table)
         except ValueError as err:
@@ -166,8 +166,9 @@ class Study:
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def load_study(path, quick=False):
-    """Read and validate a study file; ``quick`` applies its ``[quick]`` overrides."""
+def load_study(path, quick=False, data_dir=None):
+    """Read and validate a study file; ``quick`` applies its ``[quick]`` overrides and ``data_dir``
+    replaces the problem's data directory."""
     path = Path(path)
     try:
         with open(path, "rb") as fh:
@@ -176,7 +177,7 @@ def load_study(path, quick=False):
         raise StudyError(f"study file {path} not found") from None
     except tomllib.TOMLDecodeError as err:
         raise StudyError(f"{path} is not valid TOML: {err}") from None
-    return Study(config, quick=quick, source=str(path))
+    return Study(config, quick=quick, source=str(path), data_dir=data_dir)
 
 
 def _write(ds, path):
@@ -185,14 +186,14 @@ def _write(ds, path):
     os.replace(tmp, path)  # atomic: a killed run never leaves a half-written cell behind
 
 
-def run_study(study, output, data_dir=None, progress=True, log=print):
+def run_study(study, output, progress=True, log=print):
     """Run every (method, seed) cell not already on disk; write and return the combined dataset."""
     from tqdm.auto import tqdm
 
     output = Path(output)
     cells_dir = Path(f"{output}.cells")
     cells_dir.mkdir(parents=True, exist_ok=True)
-    problem = study.problem(data_dir)
+    problem = study.problem()
     network = study.network(problem)
     for label, method in study.methods.items():
         if method.batch_size > problem.n_train:
