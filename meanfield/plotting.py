@@ -28,7 +28,7 @@ def _color(label, i):
 def plot_risk(ds, path):
     """Paper Fig. 2: median over seeds of the train (and test) risk vs epoch, quartile band, log scale."""
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), sharey=True)
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.2), sharey=True)
         for ax, var, title in zip(axes, ("train_risk", "test_risk"), ("training set", "held-out test set")):
             for i, label in enumerate(ds.method.values):
                 values = ds[var].sel({"method": label})
@@ -38,9 +38,9 @@ def plot_risk(ds, path):
             ax.set_title(title)
         loss = "cross-entropy" if "test_accuracy" in ds else "mean squared error"
         axes[0].set_ylabel(rf"risk $R(\theta)$ ({loss})")
-        axes[0].legend()
-        fig.suptitle(f"{ds.attrs['study']}: consensus network risk, quartile band over seeds")
-        fig.tight_layout()
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="center right", fontsize=8)
+        fig.suptitle(f"{ds.attrs['study']}: reported network's risk, quartile band over seeds")
+        fig.tight_layout(rect=(0, 0, 0.8, 1))
         fig.savefig(path)
         plt.close(fig)
 
@@ -91,7 +91,7 @@ def _band(ax, values, epoch, color, label):
 def plot_task_risk(ds, path):
     """Paper Fig. 5: median and minimum over tasks of the train risk (median over seeds, quartile band)."""
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), sharey=True)
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.2), sharey=True)
         for ax, reduce, title in zip(axes, ("median", "min"), ("median over tasks", "minimum over tasks")):
             for i, label in enumerate(ds.method.values):
                 values = getattr(ds.train_risk.sel({"method": label}), reduce)("task")
@@ -100,9 +100,9 @@ def plot_task_risk(ds, path):
             ax.set_xlabel("epoch")
             ax.set_title(title)
         axes[0].set_ylabel(r"train risk $R_p$ (mean squared error)")
-        axes[0].legend()
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="center right", fontsize=8)
         fig.suptitle(f"{ds.attrs['study']}: {ds.sizes['task']} tasks, quartile band over {ds.sizes['seed']} seeds")
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0, 0.8, 1))
         fig.savefig(path)
         plt.close(fig)
 
@@ -142,7 +142,7 @@ def plot_instability(ds, path, factor=10.0):
         ax.set_xlabel("epoch")
         ax.set_ylabel(f"fraction of runs (of {ds.sizes['seed']})")
         ax.set_ylim(-0.03, 1.03)
-        ax.set_title(f"{ds.attrs['study']}: risk rose > {factor:g}x above its running minimum")
+        ax.set_title(f"{ds.attrs['study']}: risk > {factor:g}x its running minimum", fontsize=9)
         ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(path)
