@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 
 from meanfield.network import TwoLayerNetwork  # noqa: E402
 from meanfield.problems import make_problem  # noqa: E402
-from meanfield.results import instability, last_recorded, summary_table  # noqa: E402
+from meanfield.results import SWEEP_DIMS, cells_of, fit_slope, instability, last_recorded, summary_table  # noqa: E402
 
 __all__ = ["plot_risk", "plot_fits", "plot_task_risk", "plot_task_fits", "plot_instability", "plot_accuracy",
            "plot_dataset"]
@@ -164,20 +164,77 @@ def plot_accuracy(ds, path):
         plt.close(fig)
 
 
+def plot_sweep(ds, dim, path, var="train_risk"):
+    """Paper Fig. 8: ``var`` vs epoch for every value of the swept ``dim``, one panel per method."""
+    methods = ds.method.values
+    values = ds[dim].values
+    colors = plt.cm.viridis(np.linspace(0.0, 0.85, len(values)))
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 3.3), squeeze=False, sharey=True)
+        for ax, m in zip(axes[0], methods):
+            for color, v in zip(colors, values):
+                sub = ds[var].sel({"method": m, dim: v})
+                other = [d for d in sub.dims if d not in ("seed", "epoch")]
+                _band(ax, sub.median(other) if other else sub, ds.epoch, color, f"{dim} = {int(v)}")
+            ax.set_yscale("log")
+            ax.set_xlabel("epoch")
+            ax.set_title(str(m))
+        axes[0][0].set_ylabel(var.replace("_", " "))
+        axes[0][0].legend(fontsize=7)
+        fig.suptitle(f"{ds.attrs['study']}: median over {ds.sizes['seed']} seeds, quartile band")
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)
+
+
+def plot_rate(ds, dim, path):
+    """Final train risk vs the swept ``dim`` on log-log axes with the fitted slope; for M the Barron
+    reference slope -1 (risk ~ 1/M, eq. 9)."""
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(5, 3.4))
+        x = ds[dim].values.astype(float)
+        for i, m in enumerate(ds.method.values):
+            final = last_recorded(ds.train_risk.sel({"method": m}))
+            other = [d for d in final.dims if d not in ("seed", dim)]
+            final = final.median(other) if other else final
+            q1, med, q3 = (final.quantile(q, dim="seed").values for q in (0.25, 0.5, 0.75))
+            ax.errorbar(x, med, yerr=[med - q1, q3 - med], fmt="o-", color=_color(str(m), i), capsize=3,
+                        label=f"{m}: fitted slope {fit_slope(x, med):.2f}")
+            if dim == "M" and i == 0 and np.isfinite(med[0]):
+                ax.plot(x, med[0] * x[0] / x, "k--", lw=0.8, label="reference slope -1 (Barron)")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel({"M": "network width M", "N": "number of particles N"}[dim])
+        ax.set_ylabel("final train risk (median, quartiles)")
+        ax.set_title(f"{ds.attrs['study']}: final risk vs {dim}")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)
+
+
 def plot_dataset(ds, out_dir):
     """All figures a study's dataset supports, and its summary table; returns the paths written."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     name = ds.attrs["study"]
     regression_1d = ds.attrs.get("problem.name") in ("sine", "square", "shifted_sines")
+    swept = [dim for dim in SWEEP_DIMS if dim in ds.dims]
     jobs = []
-    if "task" in ds.dims:
+    if swept:
+        for dim in swept:
+            jobs.append((f"risk_vs_{dim}", lambda d, p, dim=dim: plot_sweep(d, dim, p)))
+            if "w_variance" in ds:
+                jobs.append((f"variance_vs_{dim}", lambda d, p, dim=dim: plot_sweep(d, dim, p, "w_variance")))
+            if ds.sizes[dim] > 1:
+                jobs.append((f"rate_{dim}", lambda d, p, dim=dim: plot_rate(d, dim, p)))
+    elif "task" in ds.dims:
         jobs += [("risk", plot_task_risk), ("fits", plot_task_fits)]
     else:
         jobs += [("risk", plot_risk), ("instability", plot_instability)]
         if regression_1d:
             jobs.append(("fits", plot_fits))
-    if "test_accuracy" in ds:
+    if "test_accuracy" in ds and not swept:
         jobs.append(("accuracy", plot_accuracy))
     paths = []
     for suffix, plot in jobs:

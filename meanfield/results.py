@@ -3,7 +3,7 @@
 import numpy as np
 import xarray as xr
 
-__all__ = ["last_recorded", "instability", "summary_table"]
+__all__ = ["last_recorded", "instability", "summary_table", "cells_of", "fit_slope"]
 
 
 def last_recorded(da):
@@ -24,14 +24,37 @@ def instability(risk, factor=10.0):
     return np.logical_or.accumulate(event, axis=-1)
 
 
+SWEEP_DIMS = ("M", "N")
+
+
+def cells_of(ds):
+    """(label, selection) for every method and sweep point of a dataset, in order."""
+    points = [{"method": m} for m in ds.method.values]
+    for dim in SWEEP_DIMS:
+        if dim in ds.dims:
+            points = [{**p, dim: v} for p in points for v in ds[dim].values]
+    return [(" ".join([str(p["method"])] + [f"{d}={int(p[d])}" for d in SWEEP_DIMS if d in p]), p) for p in points]
+
+
+def fit_slope(x, y):
+    """Least-squares slope of log(y) against log(x), ignoring non-finite points."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    ok = np.isfinite(y) & (y > 0)
+    if ok.sum() < 2:
+        return np.nan
+    return float(np.polyfit(np.log(x[ok]), np.log(y[ok]), 1)[0])
+
+
 def summary_table(ds):
-    """Markdown table: per method, state memory and final risks (median [quartiles] over seeds)."""
+    """Markdown table: per method (and sweep point), state memory and final values, median [quartiles] over seeds."""
     multi = "task" in ds.dims
     head = ["method", "state (bytes)", "train risk", "test risk"]
     if multi:
         head[2:] = ["train risk, median over tasks", "train risk, min over tasks", "test risk, median over tasks"]
     if "test_accuracy" in ds:
         head.append("test accuracy (%)")
+    if "w_variance" in ds:
+        head.append("W2 variance")
     head += ["diverged runs", "train time (s)"]
 
     def fmt(values, scale=1.0, spec=".3g"):
@@ -39,11 +62,11 @@ def summary_table(ds):
         return f"{med:{spec}} [{q1:{spec}}, {q3:{spec}}]"
 
     rows = []
-    for label in ds.method.values:
-        sub = ds.sel({"method": label})
-        final = {var: last_recorded(sub[var]) for var in ("train_risk", "test_risk", "test_accuracy", "wall_time")
-                 if var in sub}
-        row = [str(label), str(int(sub.state_bytes.max()))]
+    for label, point in cells_of(ds):
+        sub = ds.sel(point)
+        final = {var: last_recorded(sub[var]) for var in
+                 ("train_risk", "test_risk", "test_accuracy", "w_variance", "wall_time") if var in sub}
+        row = [label, str(int(sub.state_bytes.max()))]
         if multi:
             row += [fmt(final["train_risk"].median("task")), fmt(final["train_risk"].min("task")),
                     fmt(final["test_risk"].median("task"))]
@@ -51,8 +74,18 @@ def summary_table(ds):
             row += [fmt(final["train_risk"]), fmt(final["test_risk"])]
         if "test_accuracy" in final:
             row.append(fmt(final["test_accuracy"], 100, ".1f"))
+        if "w_variance" in final:
+            row.append(fmt(final["w_variance"]))
         row += [f"{int((sub.diverged_epoch >= 0).sum())} of {sub.sizes['seed']}", fmt(final["wall_time"], spec=".0f")]
         rows.append(row)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
-    return (f"{ds.attrs['study']}: after {int(ds.epoch[-1])} epochs, median [quartiles] over "
+    text = (f"{ds.attrs['study']}: after {int(ds.epoch[-1])} epochs, median [quartiles] over "
             f"{ds.sizes['seed']} seeds\n\n" + "\n".join(lines) + "\n")
+    for dim in SWEEP_DIMS:
+        if dim in ds.dims and ds.sizes[dim] > 1:
+            for m in ds.method.values:
+                med = last_recorded(ds.train_risk.sel({"method": m})).median("seed")
+                other = [d for d in med.dims if d != dim]
+                med = med.median(other) if other else med
+                text += f"\nfinal train risk of {m} vs {dim}: fitted slope {fit_slope(ds[dim], med):.2f} (log-log)\n"
+    return text

@@ -34,7 +34,10 @@ __all__ = ["Study", "load_study", "run_study", "NETCDF_ENGINE"]
 NETCDF_ENGINE = "scipy"
 METHODS = {cls.name: cls for cls in (CBO, Adam, HybridCBOAdam, MultiTaskCBO)}
 _TOP = {"name": True, "description": False, "epochs": True, "seeds": True, "root_seed": True,
-        "problem": True, "network": True, "methods": True, "method_defaults": False, "quick": False}
+        "problem": True, "network": True, "methods": True, "method_defaults": False, "sweep": False,
+        "quick": False}
+# [sweep] keys and the dataset dimension each becomes (the paper's letters)
+SWEEPS = {"n_neurons": "M", "n_particles": "N"}
 _NETWORK = {"n_neurons": True, "activation": False, "block_elements": False}
 
 
@@ -103,6 +106,20 @@ class Study:
                              for label, table in methods.items()}
         config.pop("method_defaults", None)
         self.methods = {label: self._build_method(label, table) for label, table in config["methods"].items()}
+        sweep = config.get("sweep", {})
+        if not isinstance(sweep, dict):
+            raise StudyError("sweep must be a table")
+        _check_keys(sweep, {key: False for key in SWEEPS}, "[sweep]")
+        for key, values in sweep.items():
+            if not isinstance(values, list) or not values or not all(
+                    isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
+                raise StudyError(f"sweep.{key} must be a non-empty list of integers >= 1, got {values!r}")
+            if len(set(values)) != len(values):
+                raise StudyError(f"sweep.{key} has repeated values: {values}")
+        self.sweep = {SWEEPS[key]: list(values) for key, values in sweep.items()}
+        for point in self.grid():  # every swept method must be buildable
+            for label in self.methods:
+                self.method(label, point)
 
     @staticmethod
     def _validate_problem(table):
@@ -126,6 +143,19 @@ class Study:
         except ValueError as err:
             raise StudyError(f"{where}: {err}") from None
 
+    def grid(self):
+        """Every combination of the swept values, as {dim: value} (one empty point without a sweep)."""
+        points = [{}]
+        for dim, values in self.sweep.items():
+            points = [{**p, dim: v} for p in points for v in values]
+        return points
+
+    def method(self, label, point):
+        """The method ``label`` at a sweep point (its own n_particles unless N is swept)."""
+        if "N" not in point:
+            return self.methods[label]
+        return self._build_method(label, {**self.config["methods"][label], "n_particles": point["N"]})
+
     def problem(self):
         table = dict(self.config["problem"])
         try:
@@ -133,10 +163,13 @@ class Study:
         except ValueError as err:
             raise StudyError(f"[problem]: {err}") from None
 
-    def network(self, problem):
+    def network(self, problem, point=None):
+        table = dict(self.config["network"])
+        if point and "M" in point:
+            table["n_neurons"] = point["M"]
         try:
             return TwoLayerNetwork(n_inputs=problem.n_inputs, n_outputs=problem.n_outputs,
-                                   loss=problem.loss, **self.config["network"])
+                                   loss=problem.loss, **table)
         except ValueError as err:
             raise StudyError(f"[network]: {err}") from None
 
@@ -155,13 +188,14 @@ class Study:
                 else:
                     flat[prefix + key] = json.dumps(value)
 
-        walk("", {k: self.config[k] for k in ("problem", "network", "methods")})
+        walk("", {k: self.config[k] for k in ("problem", "network", "methods", "sweep") if k in self.config})
         return flat
 
-    def cell_fingerprint(self, label):
-        """Hash of everything a (method, seed) cell depends on: a changed setting invalidates it."""
+    def cell_fingerprint(self, label, point):
+        """Hash of everything a (method, sweep point, seed) cell depends on: a changed setting invalidates it."""
         parts = {k: self.config[k] for k in ("problem", "network", "epochs", "root_seed")}
         parts["method"] = self.config["methods"][label]
+        parts["point"] = point
         parts["version"] = __version__
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -187,44 +221,55 @@ def _write(ds, path):
 
 
 def run_study(study, output, progress=True, log=print):
-    """Run every (method, seed) cell not already on disk; write and return the combined dataset."""
+    """Run every (method, sweep point, seed) cell not already on disk; write and return the combined dataset.
+
+    Seed i is the same child seed at every sweep point (common random numbers across resolutions).
+    """
     from tqdm.auto import tqdm
 
     output = Path(output)
     cells_dir = Path(f"{output}.cells")
     cells_dir.mkdir(parents=True, exist_ok=True)
     problem = study.problem()
-    network = study.network(problem)
     for label, method in study.methods.items():
         if method.batch_size > problem.n_train:
             raise StudyError(f"[methods.{label}]: batch_size must be <= the training set size "
                              f"{problem.n_train}, got {method.batch_size}")
     seeds = np.random.SeedSequence(study.root_seed).spawn(study.seeds)
-    bar = tqdm(total=len(study.methods) * study.seeds * study.epochs, disable=not progress,
+    grid = study.grid()
+    bar = tqdm(total=len(study.methods) * len(grid) * study.seeds * study.epochs, disable=not progress,
                desc=study.name, unit="epoch")
     cells = []
-    for label, method in study.methods.items():
-        fingerprint = study.cell_fingerprint(label)
-        for i, seed in enumerate(seeds):
-            path = cells_dir / f"{label}-seed{i}.nc"
-            if path.exists():
-                with xr.open_dataset(path, engine=NETCDF_ENGINE) as old:
-                    if old.attrs.get("fingerprint") == fingerprint:
-                        cells.append(old.load())
-                        bar.update(study.epochs)
-                        continue
-                log(f"{path}: settings changed since it was written; recomputing")
-            ds = train(method, network, problem, study.epochs, seed=seed, progress=lambda: bar.update(1))
-            bar.update(study.epochs - int(ds.train_risk.notnull().sum()) + 1)
-            ds = ds.expand_dims(method=[label], seed=[i])
-            for name in ("diverged_epoch", "state_bytes"):  # per-cell scalars become (method, seed) variables
-                ds[name] = (("method", "seed"), np.array([[ds.attrs.pop(name)]], np.int32))
-            ds.attrs["fingerprint"] = fingerprint
-            _write(ds, path)
-            cells.append(ds)
+    for label in study.methods:
+        for point in grid:
+            method, network = study.method(label, point), study.network(problem, point)
+            fingerprint = study.cell_fingerprint(label, point)
+            where = "".join(f"-{dim}{value}" for dim, value in point.items())
+            for i, seed in enumerate(seeds):
+                path = cells_dir / f"{label}{where}-seed{i}.nc"
+                if path.exists():
+                    with xr.open_dataset(path, engine=NETCDF_ENGINE) as old:
+                        if old.attrs.get("fingerprint") == fingerprint:
+                            cells.append(old.load())
+                            bar.update(study.epochs)
+                            continue
+                    log(f"{path}: settings changed since it was written; recomputing")
+                ds = train(method, network, problem, study.epochs, seed=seed, progress=lambda: bar.update(1))
+                bar.update(study.epochs - int(ds.train_risk.notnull().sum()) + 1)
+                if "M" in point:  # narrower networks are NaN-padded to the widest, so cells stack
+                    ds = ds.pad(neuron=(0, max(study.sweep["M"]) - ds.sizes["neuron"]))
+                cell_dims = {"method": [label], **{dim: [value] for dim, value in point.items()}, "seed": [i]}
+                ds = ds.expand_dims(cell_dims)
+                for name in ("diverged_epoch", "state_bytes"):  # per-cell scalars become variables
+                    ds[name] = (tuple(cell_dims), np.full((1,) * len(cell_dims), ds.attrs.pop(name), np.int32))
+                ds.attrs["fingerprint"] = fingerprint
+                _write(ds, path)
+                cells.append(ds)
     bar.close()
-    combined = xr.combine_by_coords(cells, combine_attrs="drop")
-    combined = combined.assign_coords(epoch=combined.epoch.astype(np.int32), seed=combined.seed.astype(np.int32))
+    combine = dict(combine_attrs="drop", join="exact", data_vars="all", coords="different", compat="equals")
+    combined = xr.combine_by_coords(cells, **combine)
+    int_coords = {d: combined[d].astype(np.int32) for d in ("epoch", "seed", *study.sweep) if d in combined.coords}
+    combined = combined.assign_coords(int_coords)
     combined.attrs = {**study.attrs(), "iterations_per_epoch": int(cells[0].attrs["iterations_per_epoch"])}
     combined["diverged_epoch"].attrs["description"] = "first epoch with a non-finite risk (-1: none)"
     combined["state_bytes"].attrs["description"] = "bytes of the method's state: particles, moments, consensus"

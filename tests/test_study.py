@@ -127,3 +127,33 @@ def test_shipped_studies_are_valid():
     for path in sorted(Path(__file__).parents[1].glob("studies/*.toml")):
         for quick in (False, True):
             load_study(path, quick=quick)
+
+
+def test_sweep_over_width_and_particles(study_file, tmp_path):
+    text = TINY.replace("[quick]", "[sweep]\nn_neurons = [2, 4]\nn_particles = [3, 5]\n\n[quick]")
+    text = text.replace("[methods.adam]\nmethod = \"adam\"\nlr = 0.05\nbatch_size = 40\n", "")
+    study_file.write_text(text)
+    out = tmp_path / "sweep.nc"
+    assert main(["run", str(study_file), "--out", str(out), "--no-progress"]) == 0
+    ds = xr.open_dataset(out, engine=NETCDF_ENGINE).load()
+    assert ds.train_risk.dims == ("method", "M", "N", "seed", "epoch")
+    assert list(ds.M.values) == [2, 4] and list(ds.N.values) == [3, 5]
+    # the narrow network's parameters are NaN-padded to the widest
+    assert np.isnan(ds.final_params.sel({"method": "cbo", "M": 2})[..., 2:, :]).all()
+    assert np.isfinite(ds.final_params.sel({"method": "cbo", "M": 4})).all()
+    assert int(ds.state_bytes.sel({"method": "cbo", "M": 2, "N": 3, "seed": 0})) < int(
+        ds.state_bytes.sel({"method": "cbo", "M": 4, "N": 5, "seed": 0}))
+    figs = tmp_path / "figs"
+    assert main(["plot", str(out), "--out-dir", str(figs)]) == 0
+    names = sorted(p.name for p in figs.iterdir())
+    assert names == ["tiny_rate_M.png", "tiny_rate_N.png", "tiny_risk_vs_M.png", "tiny_risk_vs_N.png", "tiny_summary.md"]
+    assert "cbo M=4 N=5" in (figs / "tiny_summary.md").read_text()
+
+
+def test_bad_sweep_is_rejected(study_file):
+    study_file.write_text(TINY.replace("[quick]", "[sweep]\nn_neurons = [2, 0]\n\n[quick]"))
+    with pytest.raises(StudyError, match=r"sweep.n_neurons must be a non-empty list of integers >= 1"):
+        load_study(study_file)
+    study_file.write_text(TINY.replace("[quick]", "[sweep]\nwidth = [2]\n\n[quick]"))
+    with pytest.raises(StudyError, match=r"unknown key\(s\) \['width'\] in \[sweep\]"):
+        load_study(study_file)
