@@ -114,10 +114,10 @@ class CBO:
     def init(self, network, rng):
         if self.require_decay and hasattr(self.noise, "decay_bound"):
             bound = self.noise.decay_bound(self.drift, network.n_neurons * network.dim)
-            if not self.sigma_squared < bound:
+            if not (self.sigma_squared < bound or self.sigma_squared == 0):
                 raise ValueError(
-                    f"sigma_squared must be < {bound:g} (2 * drift for {self.noise.name} noise) for a "
-                    f"guaranteed decay (require_decay=True), got {self.sigma_squared}"
+                    f"sigma_squared must be < {bound:g} with {self.noise.name} noise and drift {self.drift:g} "
+                    f"for a guaranteed decay (require_decay=True), got {self.sigma_squared}"
                 )
         return CBOState(network.init(self.n_particles, self.init_scale, rng))
 

@@ -7,7 +7,7 @@ direction; the update adds :math:`\sigma\sqrt{dt}` times it.
 
 from meanfield._array import namespace
 
-__all__ = ["AnisotropicNoise", "IsotropicNoise", "make_noise"]
+__all__ = ["AnisotropicNoise", "IsotropicNoise", "AdditiveNoise", "make_noise"]
 
 
 class AnisotropicNoise:
@@ -58,7 +58,29 @@ class IsotropicNoise:
         return 2.0 * drift / dim
 
 
-_NOISES = {cls.name: cls for cls in (AnisotropicNoise, IsotropicNoise)}
+class AdditiveNoise:
+    r"""Additive :math:`\xi_n`, independent of the distance to the consensus (the paper's practical
+    OT-CBO scheme, eq. 49-54, with a decreasing noise rate). It does not vanish at consensus, so no
+    decay of the variance is guaranteed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> AdditiveNoise()(np.array([[3.0, 4.0]]), np.array([[1.0, -1.0]]))
+    array([[ 1., -1.]])
+    """
+
+    name = "additive"
+
+    def __call__(self, diff, xi):
+        return xi
+
+    @staticmethod
+    def decay_bound(drift, dim):
+        return 0.0
+
+
+_NOISES = {cls.name: cls for cls in (AnisotropicNoise, IsotropicNoise, AdditiveNoise)}
 
 
 def make_noise(noise):

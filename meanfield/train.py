@@ -18,6 +18,10 @@ METRICS = {
     "variance": "ensemble variance (1/N) sum_n |theta_n - mean|^2 over all M*D components",
     "alpha": "inverse temperature used in the epoch (NaN for methods without one)",
     "wall_time": "seconds spent in training steps since the start (evaluation excluded)",
+    "w_variance": "OT-CBO: (1/(2N)) sum_n W2^2(mu_n, barycenter) of the particles entering the last step",
+    "w_variance_weighted": "OT-CBO: (1/2) sum_n beta_n W2^2(mu_n, barycenter), the barycenter objective",
+    "barycenter_iterations": "OT-CBO: fixed-point iterations of all barycenters so far",
+    "barycenter_time": "OT-CBO: seconds spent in barycenters so far",
 }
 
 

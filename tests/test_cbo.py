@@ -122,6 +122,6 @@ def test_invalid_hyper_parameters_name_the_parameter():
     with pytest.raises(ValueError, match="noise must be one of"):
         CBO(noise="pink")
     cbo = CBO(drift=1.0, sigma_squared=2.0, require_decay=True)
-    with pytest.raises(ValueError, match=r"sigma_squared must be < 2 .*require_decay"):
+    with pytest.raises(ValueError, match=r"sigma_squared must be < 2 with anisotropic noise .*require_decay"):
         cbo.init(TwoLayerNetwork(1, 1, 3), np.random.default_rng())
     CBO(drift=1.0, sigma_squared=1.9, require_decay=True).init(TwoLayerNetwork(1, 1, 3), np.random.default_rng())

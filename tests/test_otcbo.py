@@ -1,0 +1,93 @@
+"""OT-CBO: Proposition 3 (variance decay), measure-level identities, and a short run."""
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+
+from meanfield import TwoLayerNetwork, square, train
+from meanfield.otcbo import OTCBO
+
+
+def run_steps(method, net, n_steps, seed=0):
+    rng = np.random.default_rng(seed)
+    state = method.init(net, rng)
+    x, y = rng.uniform(size=(50, 1)), rng.normal(size=50)
+    states = [state]
+    for _ in range(n_steps):
+        states.append(method.step(states[-1], net, x, y, 0, rng))
+    return states
+
+
+@pytest.mark.parametrize("n_neurons, n_particles, dt", [(5, 4, 0.1), (12, 7, 0.5), (20, 3, 1.0), (8, 30, 0.25)])
+def test_proposition_3_variance_decays_at_least_geometrically(n_neurons, n_particles, dt):
+    """alpha = 0, no noise, warm-started exact barycenter: Var^{k+1} <= (1 - lambda dt)^2 Var^k."""
+    drift = 1.0 if dt < 1 else 0.9
+    method = OTCBO(n_particles=n_particles, dt=dt, drift=drift, sigma_squared=0.0, alpha=0.0, batch_size=50)
+    states = run_steps(method, TwoLayerNetwork(1, 1, n_neurons), 12)
+    var = np.array([0.5 * s.w2.mean() for s in states[1:]])
+    assert var[0] > 0
+    # rounding only: the inequality is exact in exact arithmetic
+    assert np.all(var[1:] <= (1 - drift * dt) ** 2 * var[:-1] * (1 + 1e-12) + 1e-15), var[1:] / var[:-1]
+
+
+def test_one_dimensional_step_moves_sorted_atoms_toward_their_average():
+    """In 1-D the barycenter (alpha = 0) is the average of sorted atoms and the maps match by rank."""
+    rng = np.random.default_rng(3)
+    method = OTCBO(n_particles=4, dt=0.3, sigma_squared=0.0, alpha=0.0, batch_size=5)
+
+    class OneD:  # a network whose neurons are 1-D atoms: risks are irrelevant at alpha = 0
+        n_neurons, dim = 6, 1
+
+        def init(self, n, scale, rng):
+            return rng.uniform(-scale, scale, size=(n, 6, 1))
+
+        def risk(self, theta, x, y):
+            return np.zeros(theta.shape[0])
+
+    state = method.init(OneD(), rng)
+    new = method.step(state, OneD(), None, None, 0, rng)
+    bary = np.sort(state.theta[..., 0], axis=1).mean(0)
+    assert_allclose(np.sort(new.consensus[:, 0]), bary, rtol=1e-12)
+    ranks = np.argsort(np.argsort(state.theta[..., 0], axis=1), axis=1)
+    expected = state.theta[..., 0] + 0.3 * (bary[ranks] - state.theta[..., 0])
+    assert_allclose(new.theta[..., 0], expected, rtol=1e-12)
+
+
+def test_particles_that_are_permutations_of_one_network_are_at_consensus():
+    """A measure does not see the order of its atoms: permuted copies have zero variance and do not
+    move, even with multiplicative noise."""
+    net = TwoLayerNetwork(1, 1, 6)
+    rng = np.random.default_rng(4)
+    base = net.init(1, 1.0, rng)[0]
+    method = OTCBO(n_particles=5, sigma_squared=1.0, noise="anisotropic", alpha=1e3, batch_size=20)
+    state = method.init(net, rng)
+    state.theta = np.stack([base[rng.permutation(6)] for _ in range(5)])
+    state.consensus = state.theta[2]
+    x, y = rng.uniform(size=(20, 1)), rng.normal(size=20)
+    new = method.step(state, net, x, y, 0, rng)
+    assert_allclose(new.w2, 0.0, atol=1e-24)
+    assert_allclose(new.theta, state.theta, rtol=0, atol=1e-15)
+
+
+def test_additive_noise_decays_with_its_schedule():
+    method = OTCBO(n_particles=3, sigma_squared=4.0, noise_decay={"kind": "step", "initial": 1.0, "factor": 0.5,
+                                                                  "every": 2}, alpha=0.0, batch_size=10)
+    assert [2.0 * method.noise_decay(k) for k in range(5)] == [2.0, 2.0, 1.0, 1.0, 0.5]
+
+
+def test_short_run_on_square_lowers_the_risk_and_records_both_variances():
+    method = OTCBO(n_particles=20, dt=0.1, sigma_squared=0.1, alpha=1e4, batch_size=250)
+    ds = train(method, TwoLayerNetwork(1, 1, 10), square(n_train=500, n_test=100), 10, seed=0)
+    assert ds.train_risk[-1] < 0.2 * ds.train_risk[0]
+    for var in ("w_variance", "w_variance_weighted", "barycenter_iterations", "barycenter_time"):
+        assert np.all(np.isfinite(ds[var])), var
+    assert np.all(np.diff(ds.barycenter_iterations) > 0)
+
+
+def test_invalid_parameters():
+    with pytest.raises(ValueError, match="barycenter must be one of"):
+        OTCBO(barycenter="greedy")
+    with pytest.raises(ValueError, match="noise must be one of"):
+        OTCBO(noise="isotropic")
+    with pytest.raises(ValueError, match=r"reg must be"):
+        OTCBO(barycenter="sinkhorn", reg=0.0)
