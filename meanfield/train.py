@@ -18,6 +18,9 @@ METRICS = {
     "variance": "ensemble variance (1/N) sum_n |theta_n - mean|^2 over all M*D components",
     "alpha": "inverse temperature used in the epoch (NaN for methods without one)",
     "wall_time": "seconds spent in training steps since the start (evaluation excluded)",
+}
+# descriptions of the variables a method's optional diagnostics() adds
+DIAGNOSTICS = {
     "w_variance": "OT-CBO: (1/(2N)) sum_n W2^2(mu_n, barycenter) of the particles entering the last step",
     "w_variance_weighted": "OT-CBO: (1/2) sum_n beta_n W2^2(mu_n, barycenter), the barycenter objective",
     "barycenter_iterations": "OT-CBO: fixed-point iterations of all barycenters so far",
@@ -161,7 +164,7 @@ def train(method, network, problem, epochs, seed=0, progress=None):
             progress()
 
     dims = ("epoch", "task") if multi else ("epoch",)
-    data = {name: (dims, values if multi else values[:, 0], {"description": METRICS.get(name, name.replace("_", " "))})
+    data = {name: (dims, values if multi else values[:, 0], {"description": {**METRICS, **DIAGNOSTICS}.get(name, name.replace("_", " "))})
             for name, values in record.items()}
     if multi:
         for name in ("variance", "alpha", "wall_time"):  # one value per ensemble, not per task

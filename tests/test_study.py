@@ -54,6 +54,7 @@ def test_cli_run_and_plot_end_to_end(study_file, tmp_path, capsys):
     assert main(["run", str(study_file), "--out", str(out), "--no-progress"]) == 0
     ds = xr.open_dataset(out, engine=NETCDF_ENGINE).load()
     assert dict(ds.sizes) == {"method": 2, "seed": 2, "epoch": 4, "neuron": 4, "component": 3}
+    assert "w_variance" not in ds  # OT-CBO diagnostics only where OT-CBO ran
     for var in ("train_risk", "test_risk", "best_particle_risk", "variance", "alpha", "wall_time"):
         assert ds[var].dims == ("method", "seed", "epoch"), var
         assert np.all(np.isfinite(ds[var].sel({"method": "cbo"}))), var
@@ -102,7 +103,7 @@ def test_quick_applies_overrides(study_file):
     (("n_particles = 6", "n_particles = -6"), r"\[methods.cbo\]: n_particles must be >= 1, got -6"),
     (("dt = 0.1", "dt = 0.0"), r"\[methods.cbo\]: dt must be in \(0, inf\], got 0"),
     (("dt = 0.1", "step = 0.1"), r"unknown key\(s\) \['step'\] in \[methods.cbo\]; allowed: .*'dt'"),
-    (('method = "adam"', 'method = "sgd"'), r"method must be one of \['adam', 'cbo', 'hybrid', 'multitask'\]"),
+    (('method = "adam"', 'method = "sgd"'), r"method must be one of \['adam', 'cbo', 'hybrid', 'multitask', 'otcbo'\]"),
     (("n_neurons = 4", "n_neurons = 0"), r"\[network\]: n_neurons must be an integer >= 1"),
     (("n_test = 30", "n_tests = 30"), r"unknown key\(s\) \['n_tests'\] in \[problem\]"),
     (("epochs = 3", "epochs = -1"), r"epochs must be >= 1, got -1"),
