@@ -1,0 +1,697 @@
+r"""Optimal transport between uniform M-atom measures and their Wasserstein-2 barycenters.
+
+A two-layer network of width M is the uniform measure :math:`\mu = \frac1M\sum_i\delta_{x_i}` of its
+neurons (SPEC section 1); OT-CBO moves a population of such measures towards their weighted
+Wasserstein-2 barycenter (SPEC sections 5 and 6). This module holds the transport part alone, usable
+without any network:
+
+- :func:`squared_distances` and :func:`w2_squared`: cost matrices and :math:`W_2^2` between uniform
+  measures, exact (an assignment problem) or entropic (log-stabilised Sinkhorn);
+- :class:`ExactBarycenter` and :class:`SinkhornBarycenter`: the weighted barycenter by the fixed point
+  "assign, then average", returning with it the transport map of every measure;
+- :func:`variance`: the Wasserstein-over-Wasserstein variance (eq. 64).
+
+Arrays follow the array API standard (numpy by default); the exact assignments are solved on the CPU
+by :func:`scipy.optimize.linear_sum_assignment`.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from dataclasses import dataclass
+
+import array_api_compat
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+__all__ = [
+    "BarycenterResult",
+    "ExactBarycenter",
+    "SinkhornBarycenter",
+    "squared_distances",
+    "variance",
+    "w2_squared",
+]
+
+_METHODS = ("exact", "sinkhorn")
+
+
+# --------------------------------------------------------------------------------------------------
+# validation
+# --------------------------------------------------------------------------------------------------
+
+
+def _namespace(*arrays):
+    """Array namespace of ``arrays`` (lists and scalars become numpy arrays)."""
+    arrays = [a if array_api_compat.is_array_api_obj(a) else np.asarray(a) for a in arrays]
+    return array_api_compat.array_namespace(*arrays), arrays
+
+
+def _as_float(xp, a, name):
+    if xp.isdtype(a.dtype, "real floating"):
+        return a
+    if xp.isdtype(a.dtype, ("integral", "bool")):
+        return xp.astype(a, xp.float64)
+    raise ValueError(f"{name} must be real, got dtype {a.dtype}")
+
+
+def _check_atoms(xp, a, name, shape):
+    """``a`` as a finite float array whose shape matches ``shape`` ("..." = any leading axes)."""
+    a = _as_float(xp, a, name)
+    fixed = len(shape) - 1 if shape[0] == "..." else len(shape)
+    if a.ndim < fixed or (shape[0] != "..." and a.ndim != fixed):
+        raise ValueError(
+            f"{name} must have shape ({', '.join(shape)}), got shape {tuple(a.shape)}"
+        )
+    if 0 in a.shape[-2:]:
+        raise ValueError(f"{name} needs at least one atom and one coordinate, got {tuple(a.shape)}")
+    if not bool(xp.all(xp.isfinite(a))):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return a
+
+
+def _check_weights(xp, w, n, dtype):
+    w = _as_float(xp, w, "weights")
+    if tuple(w.shape) != (n,):
+        raise ValueError(f"weights must have shape (N,) = ({n},), got shape {tuple(w.shape)}")
+    if not bool(xp.all(xp.isfinite(w))):
+        raise ValueError("weights contains NaN or infinite values")
+    if bool(xp.any(w < 0)):
+        raise ValueError("weights must be non-negative")
+    total = float(xp.sum(w))
+    if abs(total - 1.0) > math.sqrt(xp.finfo(w.dtype).eps):
+        raise ValueError(f"weights must sum to 1, got sum {total:.10g}")
+    return xp.astype(w, dtype)
+
+
+def _check_real(value, name, low, high=math.inf, low_open=False):
+    ok = isinstance(value, numbers.Real) and math.isfinite(value) and low <= value <= high
+    if not ok or (low_open and value == low):
+        interval = f"{'(' if low_open else '['}{low}, {high}{']' if high < math.inf else ')'}"
+        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
+
+
+def _check_count(value, name, low):
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def _check_method(method):
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+
+
+# --------------------------------------------------------------------------------------------------
+# numerical core
+# --------------------------------------------------------------------------------------------------
+
+
+def squared_distances(x, y):
+    r"""Batched squared Euclidean cost matrices.
+
+    .. math::
+        C_{ij} = \|x_i - y_j\|^2 = \|x_i\|^2 + \|y_j\|^2 - 2\, x_i \cdot y_j
+
+    computed with one batched matrix product and clipped at 0. Both point sets are first shifted by
+    the mean of ``y``, which leaves C unchanged in exact arithmetic and reduces the cancellation
+    error when the points sit far from the origin.
+
+    Parameters
+    ----------
+    x : array-like, shape (..., M, D), float
+        First point sets.
+    y : array-like, shape (..., K, D), float
+        Second point sets; the leading axes broadcast against those of ``x``.
+
+    Returns
+    -------
+    C : array, shape (..., M, K), float
+        Squared distances, non-negative.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from meanfield.transport import squared_distances
+    >>> x = np.array([[0.0, 0.0], [1.0, 0.0]])
+    >>> y = np.array([[0.0, 1.0]])
+    >>> squared_distances(x, y)
+    array([[1.],
+           [2.]])
+    """
+    xp, (x, y) = _namespace(x, y)
+    x = _check_atoms(xp, x, "x", ("...", "M", "D"))
+    y = _check_atoms(xp, y, "y", ("...", "K", "D"))
+    if x.shape[-1] != y.shape[-1]:
+        raise ValueError(f"x and y must have the same dimension D, got {x.shape[-1]} and {y.shape[-1]}")
+    return _sqdist(xp, x, y)
+
+
+def _sqdist(xp, x, y):
+    centre = xp.mean(y, axis=-2, keepdims=True)
+    x = x - centre
+    y = y - centre
+    cross = x @ xp.matrix_transpose(y)
+    cost = xp.sum(x * x, axis=-1)[..., :, None] + xp.sum(y * y, axis=-1)[..., None, :] - 2 * cross
+    return xp.clip(cost, 0, None)
+
+
+def _assignments(xp, cost):
+    """Optimal permutation of each square cost matrix: (B, M, M) -> (B, M), row i -> column."""
+    host = np.asarray(cost)
+    perm = np.empty(host.shape[:2], dtype=np.intp)
+    for b in range(host.shape[0]):
+        perm[b] = linear_sum_assignment(host[b])[1]
+    return xp.asarray(perm, device=array_api_compat.device(cost))
+
+
+def _gather_rows(xp, points, index):
+    """``out[b, i] = points[b, index[b, i]]`` for points (B, M, D) and index (B, M)."""
+    B, M, D = points.shape
+    offset = index + M * xp.arange(B, dtype=index.dtype, device=array_api_compat.device(index))[:, None]
+    flat = xp.take(xp.reshape(points, (B * M, D)), xp.reshape(offset, (-1,)), axis=0)
+    return xp.reshape(flat, (B, M, D))
+
+
+def _matched_w2(xp, x, matched):
+    """W2^2 of the permutation coupling x_i <-> matched_i, per batch element: (B, M, D) -> (B,).
+
+    Summed from the matched differences rather than read off the cost matrix: the expanded form
+    |x|^2 + |y|^2 - 2 x.y carries an absolute error ~ eps |x|^2, which swamps W2^2 once the measures
+    reach consensus (SPEC sec. 6 tracks the variance down by many decades)."""
+    d = x - matched
+    return xp.sum(d * d, axis=(-2, -1)) / x.shape[-2]
+
+
+def _logsumexp(xp, z, axis):
+    top = xp.max(z, axis=axis, keepdims=True)
+    return xp.squeeze(top, axis=axis) + xp.log(xp.sum(xp.exp(z - top), axis=axis))
+
+
+def _sinkhorn(xp, cost, eps, f, g, max_iter, tol):
+    r"""Entropic OT between uniform measures, batched over the leading axis of ``cost``.
+
+    Solves :math:`\min_P \langle P, C\rangle - \varepsilon H(P)` with marginals (1/M, 1/K) in the
+    log-stabilised form of Schmitzer (2019): potentials f, g (in cost units) carry the scale and
+    the inner loop runs cheap scaling steps u, v on the absorbed kernel exp((f + g - C)/eps),
+    folding u, v back into f, g before they can overflow.
+
+    cost (B, M, K); eps (B,); f (B, M) and g (B, K) warm-start potentials. Returns the final
+    potentials, the plans (B, M, K) and whether the row-marginal L1 error fell below ``tol``.
+    """
+    B, M, K = cost.shape
+    e = eps[:, None]
+    e3 = eps[:, None, None]
+    # One log-domain sweep: every row of the kernel then carries mass >= 1/(M K) and every column
+    # exactly 1/K, so the scaling steps below cannot divide by zero even from a poor warm start.
+    f = e * (-math.log(M) - _logsumexp(xp, (g[:, None, :] - cost) / e3, axis=2))
+    g = e * (-math.log(K) - _logsumexp(xp, (f[:, :, None] - cost) / e3, axis=1))
+    kernel = xp.exp((f[:, :, None] + g[:, None, :] - cost) / e3)
+    u = xp.ones_like(f)
+    v = xp.ones_like(g)
+    limit = math.log(xp.finfo(cost.dtype).max) / 4
+    converged = False
+    for _ in range(max_iter):
+        rows = (kernel @ v[:, :, None])[:, :, 0]
+        err = float(xp.max(xp.sum(xp.abs(u * rows - 1 / M), axis=1)))
+        if not math.isfinite(err):
+            raise FloatingPointError("Sinkhorn diverged; increase reg")
+        if err <= tol:
+            converged = True
+            break
+        u = (1 / M) / rows
+        v = (1 / K) / (u[:, None, :] @ kernel)[:, 0, :]
+        if float(xp.max(xp.abs(xp.log(u)))) > limit or float(xp.max(xp.abs(xp.log(v)))) > limit:
+            f, g = f + e * xp.log(u), g + e * xp.log(v)
+            kernel = xp.exp((f[:, :, None] + g[:, None, :] - cost) / e3)
+            u, v = xp.ones_like(f), xp.ones_like(g)
+    plan = kernel * u[:, :, None] * v[:, None, :]
+    return f + e * xp.log(u), g + e * xp.log(v), plan, converged
+
+
+def _relative_eps(xp, cost, reg):
+    """reg * mean(C) per batch element; a zero cost (all atoms equal) falls back to reg."""
+    scale = xp.mean(cost, axis=(-2, -1))
+    return reg * xp.where(scale > 0, scale, xp.ones_like(scale))
+
+
+def w2_squared(x, y, method="exact", reg=0.05, *, sinkhorn_max_iter=1000, sinkhorn_tol=1e-9):
+    r"""Squared Wasserstein-2 distance between uniform measures on point sets.
+
+    For :math:`\mu = \frac1M\sum_i\delta_{x_i}` and :math:`\nu = \frac1K\sum_j\delta_{y_j}`:
+
+    - ``"exact"`` (M = K): :math:`W_2^2 = \min_\pi \frac1M\sum_i \|x_i - y_{\pi(i)}\|^2` over
+      permutations, which is the optimal transport cost (Birkhoff);
+    - ``"sinkhorn"``: :math:`\langle P_\varepsilon, C\rangle` with :math:`P_\varepsilon` the entropic
+      plan :math:`\arg\min_P \langle P, C\rangle - \varepsilon H(P)`, computed by log-stabilised
+      Sinkhorn. ``reg`` is relative: :math:`\varepsilon = \mathrm{reg}\cdot\mathrm{mean}(C)`, the
+      mean squared distance between an atom of x and an atom of y. The value is an upper bound of
+      the exact :math:`W_2^2` and tends to it as reg -> 0.
+
+    Parameters
+    ----------
+    x : array-like, shape (..., M, D), float
+        Atoms of the first measures.
+    y : array-like, shape (..., K, D), float
+        Atoms of the second measures; leading axes broadcast against those of ``x``.
+    method : {"exact", "sinkhorn"}
+        Exact assignment (scipy ``linear_sum_assignment``) or entropic OT.
+    reg : float > 0
+        Entropic regularisation relative to the mean cost (``"sinkhorn"`` only).
+    sinkhorn_max_iter : int >= 1
+        Maximum Sinkhorn iterations (``"sinkhorn"`` only).
+    sinkhorn_tol : float >= 0
+        Stop when the L1 error of the row marginals is below this (``"sinkhorn"`` only); a
+        :class:`RuntimeWarning` is raised if it is not reached.
+
+    Returns
+    -------
+    w2 : array, shape (...), float
+        The squared distances, one per broadcast batch element.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from meanfield.transport import w2_squared
+    >>> x = np.array([[0.0], [1.0]])
+    >>> y = np.array([[3.0], [2.0]])
+    >>> float(w2_squared(x, y))
+    4.0
+    >>> round(float(w2_squared(x, y, method="sinkhorn", reg=0.05)), 4)
+    4.0116
+    >>> round(float(w2_squared(x, y, method="sinkhorn", reg=1.0)), 4)
+    4.4447
+
+    References
+    ----------
+    Peyre, G. and Cuturi, M. (2019). Computational Optimal Transport. Foundations and Trends in
+    Machine Learning 11(5-6).
+    """
+    _check_method(method)
+    _check_real(reg, "reg", 0, low_open=True)
+    _check_count(sinkhorn_max_iter, "sinkhorn_max_iter", 1)
+    _check_real(sinkhorn_tol, "sinkhorn_tol", 0)
+    xp, (x, y) = _namespace(x, y)
+    x = _check_atoms(xp, x, "x", ("...", "M", "D"))
+    y = _check_atoms(xp, y, "y", ("...", "K", "D"))
+    M, K, D = x.shape[-2], y.shape[-2], x.shape[-1]
+    if y.shape[-1] != D:
+        raise ValueError(f"x and y must have the same dimension D, got {D} and {y.shape[-1]}")
+    if method == "exact" and M != K:
+        raise ValueError(f"method='exact' needs as many atoms in y as in x, got M={M} and K={K}")
+    dtype = xp.result_type(x, y)
+    x, y = xp.astype(x, dtype), xp.astype(y, dtype)
+    cost = _sqdist(xp, x, y)
+    batch = tuple(cost.shape[:-2])
+    flat_cost = xp.reshape(cost, (-1, M, K))
+    B = flat_cost.shape[0]
+    if method == "exact":
+        xb = xp.reshape(xp.broadcast_to(x, batch + (M, D)), (B, M, D))
+        yb = xp.reshape(xp.broadcast_to(y, batch + (M, D)), (B, M, D))
+        perm = _assignments(xp, flat_cost)
+        return xp.reshape(_matched_w2(xp, xb, _gather_rows(xp, yb, perm)), batch)
+    eps = _relative_eps(xp, flat_cost, reg)
+    f = xp.zeros((B, M), dtype=dtype, device=array_api_compat.device(x))
+    g = xp.zeros((B, K), dtype=dtype, device=array_api_compat.device(x))
+    _, _, plan, converged = _sinkhorn(xp, flat_cost, eps, f, g, sinkhorn_max_iter, sinkhorn_tol)
+    if not converged:
+        warnings.warn(
+            f"Sinkhorn did not reach sinkhorn_tol={sinkhorn_tol} in {sinkhorn_max_iter} iterations; "
+            "increase sinkhorn_max_iter or reg",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return xp.reshape(xp.sum(plan * flat_cost, axis=(-2, -1)), batch)
+
+
+# --------------------------------------------------------------------------------------------------
+# barycenters
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class BarycenterResult:
+    r"""Weighted W2 barycenter of uniform measures and the transport maps towards it.
+
+    Attributes
+    ----------
+    support : array, shape (K, D), float
+        Atoms of the barycenter (K = M for the exact solver).
+    objective : float
+        :math:`\frac12\sum_n\beta_n W_2^2(\bar\mu, \mu_n)` at ``support`` over all measures (for
+        Sinkhorn, :math:`W_2^2` is the transport cost of the entropic plan).
+    n_iter : int
+        Number of support updates performed.
+    converged : bool
+        Whether the relative change of the objective fell below ``tol`` (for Sinkhorn, also that
+        the final plans reached ``sinkhorn_tol``).
+    maps : array, shape (N, M, D), float
+        ``maps[n, i]``: image of atom i of measure n under its transport map to the final support
+        (exact: the matched barycenter atom; Sinkhorn: the barycentric projection).
+    assignment : array of int, shape (N, M), or None
+        Exact solver: index of the barycenter atom matched to atom i of measure n. None for Sinkhorn.
+    history : numpy.ndarray, shape (n_iter + 1,), float
+        Objective before the first and after each support update, over the measures that took part
+        in the iterations (weights above the threshold); non-increasing for the exact solver.
+    epsilon : float or None
+        Absolute entropic regularisation used (Sinkhorn), None for the exact solver.
+    """
+
+    support: object
+    objective: float
+    n_iter: int
+    converged: bool
+    maps: object
+    assignment: object = None
+    history: np.ndarray = None
+    epsilon: float | None = None
+
+
+def _barycenter_inputs(measures, weights, init, same_size):
+    xp, (measures, weights, init) = _namespace(measures, weights, init)
+    x = _check_atoms(xp, measures, "measures", ("N", "M", "D"))
+    y = _check_atoms(xp, init, "init", ("K", "D"))
+    if y.shape[-1] != x.shape[-1]:
+        raise ValueError(f"init must have D = {x.shape[-1]} columns like measures, got {y.shape[-1]}")
+    if same_size and y.shape[0] != x.shape[1]:
+        raise ValueError(f"init must have M = {x.shape[1]} atoms like each measure, got {y.shape[0]}")
+    dtype = xp.result_type(x, y)
+    beta = _check_weights(xp, weights, x.shape[0], dtype)
+    return xp, xp.astype(x, dtype), beta, xp.astype(y, dtype)
+
+
+def _split(xp, beta, threshold):
+    """Indices of the measures that take part in the iterations, and of the others."""
+    keep = beta >= threshold * xp.max(beta)
+    return xp.nonzero(keep)[0], xp.nonzero(~keep)[0]
+
+
+def _merge(xp, first, a, second, b):
+    """Rows of a (for indices ``first``) and b (for ``second``) put back in index order."""
+    order = xp.argsort(xp.concat([first, second]))
+    return xp.take(xp.concat([a, b], axis=0), order, axis=0)
+
+
+def _exact_step(xp, x, support):
+    """Optimal permutations of every measure to ``support``, the matched atoms and the W2^2."""
+    perm = _assignments(xp, _sqdist(xp, x, support))
+    B, M, D = x.shape
+    matched = xp.reshape(xp.take(support, xp.reshape(perm, (-1,)), axis=0), (B, M, D))
+    return perm, matched, _matched_w2(xp, x, matched)
+
+
+@dataclass(frozen=True)
+class ExactBarycenter:
+    r"""Weighted W2 barycenter of uniform M-atom measures by exact assignments.
+
+    Minimises, over M-atom supports :math:`Y = (y_1, \dots, y_M)`,
+
+    .. math::
+        F(Y) = \frac12 \sum_{n=1}^N \beta_n W_2^2\Big(\frac1M\sum_j\delta_{y_j}, \mu_n\Big)
+
+    by the fixed point of Cuturi and Doucet (2014, Alg. 2 with step 1; POT's
+    ``ot.lp.free_support_barycenter``): the optimal plan between two uniform M-atom measures is a
+    permutation :math:`\pi_n`, and the support update is
+
+    .. math::
+        y_j \leftarrow \sum_n \beta_n\, x_{n, \pi_n^{-1}(j)}.
+
+    F never increases; the iteration stops at a local minimum (the exact problem is NP-hard for
+    N >= 3), when the relative decrease of F is at most ``tol`` or after ``max_iter`` updates.
+
+    Measures with :math:`\beta_n < \mathrm{weight\_threshold}\cdot\max_m\beta_m` are left out of the
+    iterations (Gibbs weights at large alpha are mostly negligible) and the others are
+    renormalised; all measures are matched to the final support for ``maps`` and ``objective``.
+
+    Parameters
+    ----------
+    max_iter : int >= 0
+        Maximum number of support updates.
+    tol : float >= 0
+        Relative decrease of the objective below which the iteration stops.
+    weight_threshold : float in [0, 1]
+        Relative weight below which a measure is skipped during the iterations; 0 keeps all.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from meanfield.transport import ExactBarycenter
+    >>> measures = np.array([[[0.0], [2.0]], [[6.0], [4.0]]])
+    >>> res = ExactBarycenter().solve(measures, np.array([0.5, 0.5]), init=np.array([[0.0], [1.0]]))
+    >>> res.support.ravel().tolist(), res.objective, res.converged
+    ([2.0, 4.0], 2.0, True)
+    >>> res.assignment.tolist()
+    [[0, 1], [1, 0]]
+
+    References
+    ----------
+    Cuturi, M. and Doucet, A. (2014). Fast computation of Wasserstein barycenters. ICML.
+    Alvarez-Esteban, P. C., del Barrio, E., Cuesta-Albertos, J. A. and Matran, C. (2016).
+    A fixed-point approach to barycenters in Wasserstein space. J. Math. Anal. Appl. 441(2).
+    """
+
+    max_iter: int = 100
+    tol: float = 1e-9
+    weight_threshold: float = 1e-12
+
+    def __post_init__(self):
+        _check_count(self.max_iter, "max_iter", 0)
+        _check_real(self.tol, "tol", 0)
+        _check_real(self.weight_threshold, "weight_threshold", 0, 1)
+
+    def solve(self, measures, weights, init):
+        r"""Barycenter of ``measures`` with ``weights``, starting from the support ``init``.
+
+        Parameters
+        ----------
+        measures : array-like, shape (N, M, D), float
+            Atoms of the N uniform measures.
+        weights : array-like, shape (N,), float
+            Barycentric weights :math:`\beta`, non-negative, summing to 1.
+        init : array-like, shape (M, D), float
+            Initial support (warm start, e.g. the previous consensus).
+
+        Returns
+        -------
+        result : BarycenterResult
+        """
+        xp, x, beta, support = _barycenter_inputs(measures, weights, init, same_size=True)
+        active, rest = _split(xp, beta, self.weight_threshold)
+        xa = xp.take(x, active, axis=0)
+        wa = xp.take(beta, active, axis=0)
+        share = wa / xp.sum(wa)
+        perm, matched, w2 = _exact_step(xp, xa, support)
+        history = [0.5 * float(xp.sum(wa * w2))]
+        converged = False
+        n_iter = 0
+        while n_iter < self.max_iter and not converged:
+            # y_j = sum_n beta_n x_{n, pi_n^{-1}(j)}: gather each measure in barycenter order.
+            support = xp.tensordot(share, _gather_rows(xp, xa, xp.argsort(perm, axis=1)), axes=1)
+            perm, matched, w2 = _exact_step(xp, xa, support)
+            history.append(0.5 * float(xp.sum(wa * w2)))
+            n_iter += 1
+            converged = history[-2] - history[-1] <= self.tol * history[-2]
+        if rest.shape[0]:
+            perm_r, matched_r, w2_r = _exact_step(xp, xp.take(x, rest, axis=0), support)
+            perm = _merge(xp, active, perm, rest, perm_r)
+            matched = _merge(xp, active, matched, rest, matched_r)
+            w2 = _merge(xp, active, w2, rest, w2_r)
+        return BarycenterResult(
+            support=support,
+            objective=0.5 * float(xp.sum(beta * w2)),
+            n_iter=n_iter,
+            converged=bool(converged),
+            maps=matched,
+            assignment=perm,
+            history=np.asarray(history),
+        )
+
+
+def _mixture_scale(xp, x, beta):
+    r"""Mean squared distance between two atoms drawn independently from :math:`\sum_n\beta_n\mu_n`.
+
+    Equals 2 Var of the mixture; for one measure it is the mean of its cost matrix with itself."""
+    mean = xp.tensordot(beta, xp.mean(x, axis=1), axes=1)
+    d = x - mean
+    scale = 2 * float(xp.sum(beta * xp.mean(xp.sum(d * d, axis=2), axis=1)))
+    return scale if scale > 0 else 1.0
+
+
+@dataclass(frozen=True)
+class SinkhornBarycenter:
+    r"""Weighted entropic W2 barycenter of uniform measures (free support, fixed uniform weights).
+
+    The fixed point of :class:`ExactBarycenter` with entropic plans :math:`P_n` (POT's
+    ``ot.bregman.free_support_sinkhorn_barycenter``): given the support Y (K atoms),
+
+    .. math::
+        P_n = \arg\min_{P \in \Pi(\frac1M, \frac1K)} \langle P, C(\mu_n, Y)\rangle
+              - \varepsilon H(P), \qquad
+        y_j \leftarrow K \sum_n \beta_n \sum_i (P_n)_{ij}\, x_{n,i},
+
+    with :math:`\varepsilon = \mathrm{reg}\cdot s`, where s is the mean squared distance between two
+    atoms drawn independently from the mixture :math:`\sum_n\beta_n\mu_n` (for one measure, the mean
+    of its cost matrix with itself), so ``reg`` does not depend on the units nor on ``init``. The
+    Sinkhorn potentials are warm-started from one update to the next. Entropic plans shrink the
+    barycenter; it tends to the exact one as reg -> 0. The reported objective is
+    :math:`\frac12\sum_n\beta_n\langle P_n, C_n\rangle`; the iteration stops when its relative
+    change is at most ``tol`` or after ``max_iter`` updates.
+
+    Parameters
+    ----------
+    reg : float > 0
+        Entropic regularisation relative to the cost scale s.
+    max_iter : int >= 0
+        Maximum number of support updates.
+    tol : float >= 0
+        Relative change of the objective below which the iteration stops.
+    sinkhorn_max_iter : int >= 1
+        Maximum scaling iterations per Sinkhorn solve.
+    sinkhorn_tol : float >= 0
+        L1 error of the plan's marginals at which a Sinkhorn solve stops.
+    weight_threshold : float in [0, 1]
+        As in :class:`ExactBarycenter`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from meanfield.transport import SinkhornBarycenter
+    >>> measures = np.array([[[0.0], [2.0]], [[6.0], [4.0]]])
+    >>> res = SinkhornBarycenter(reg=0.01).solve(measures, np.array([0.5, 0.5]), np.array([[0.0], [1.0]]))
+    >>> np.round(res.support.ravel(), 3).tolist(), round(res.objective, 3), res.assignment is None
+    ([2.0, 4.0], 2.0, True)
+
+    References
+    ----------
+    Cuturi, M. and Doucet, A. (2014). Fast computation of Wasserstein barycenters. ICML.
+    Schmitzer, B. (2019). Stabilized sparse scaling algorithms for entropy regularized transport
+    problems. SIAM J. Sci. Comput. 41(3).
+    """
+
+    reg: float = 0.05
+    max_iter: int = 100
+    tol: float = 1e-9
+    sinkhorn_max_iter: int = 1000
+    sinkhorn_tol: float = 1e-9
+    weight_threshold: float = 1e-12
+
+    def __post_init__(self):
+        _check_real(self.reg, "reg", 0, low_open=True)
+        _check_count(self.max_iter, "max_iter", 0)
+        _check_real(self.tol, "tol", 0)
+        _check_count(self.sinkhorn_max_iter, "sinkhorn_max_iter", 1)
+        _check_real(self.sinkhorn_tol, "sinkhorn_tol", 0)
+        _check_real(self.weight_threshold, "weight_threshold", 0, 1)
+
+    def _plans(self, xp, x, support, eps, f, g):
+        """Entropic plans of x to support (warm start f, g) and their transport costs."""
+        cost = _sqdist(xp, x, support)
+        eps_b = xp.full((x.shape[0],), eps, dtype=x.dtype, device=array_api_compat.device(x))
+        f, g, plan, ok = _sinkhorn(xp, cost, eps_b, f, g, self.sinkhorn_max_iter, self.sinkhorn_tol)
+        return f, g, plan, xp.sum(plan * cost, axis=(1, 2)), ok
+
+    def solve(self, measures, weights, init):
+        r"""Entropic barycenter of ``measures`` with ``weights``, starting from the support ``init``.
+
+        Parameters
+        ----------
+        measures : array-like, shape (N, M, D), float
+            Atoms of the N uniform measures.
+        weights : array-like, shape (N,), float
+            Barycentric weights :math:`\beta`, non-negative, summing to 1.
+        init : array-like, shape (K, D), float
+            Initial support (warm start, e.g. the previous consensus).
+
+        Returns
+        -------
+        result : BarycenterResult
+            With ``assignment`` None and ``epsilon`` the absolute regularisation.
+        """
+        xp, x, beta, support = _barycenter_inputs(measures, weights, init, same_size=False)
+        eps = self.reg * _mixture_scale(xp, x, beta)
+        M, K = x.shape[1], support.shape[0]
+        device = array_api_compat.device(x)
+        active, rest = _split(xp, beta, self.weight_threshold)
+        xa = xp.take(x, active, axis=0)
+        wa = xp.take(beta, active, axis=0)
+        # Scaling the atoms by the weights turns the update into one (K, B M) x (B M, D) product.
+        xa_weighted = xp.reshape(xa * (wa / xp.sum(wa))[:, None, None], (-1, x.shape[2]))
+        f = xp.zeros((xa.shape[0], M), dtype=x.dtype, device=device)
+        g = xp.zeros((xa.shape[0], K), dtype=x.dtype, device=device)
+        f, g, plan, cost, ok = self._plans(xp, xa, support, eps, f, g)
+        history = [0.5 * float(xp.sum(wa * cost))]
+        converged = False
+        n_iter = 0
+        while n_iter < self.max_iter and not converged:
+            support = K * (xp.matrix_transpose(xp.reshape(plan, (-1, K))) @ xa_weighted)
+            f, g, plan, cost, ok = self._plans(xp, xa, support, eps, f, g)
+            history.append(0.5 * float(xp.sum(wa * cost)))
+            n_iter += 1
+            converged = abs(history[-2] - history[-1]) <= self.tol * history[-2]
+        maps = M * (plan @ support)
+        if rest.shape[0]:
+            xr = xp.take(x, rest, axis=0)
+            f_r = xp.zeros((xr.shape[0], M), dtype=x.dtype, device=device)
+            g_r = xp.zeros((xr.shape[0], K), dtype=x.dtype, device=device)
+            _, _, plan_r, cost_r, ok_r = self._plans(xp, xr, support, eps, f_r, g_r)
+            maps = _merge(xp, active, maps, rest, M * (plan_r @ support))
+            cost = _merge(xp, active, cost, rest, cost_r)
+            ok = ok and ok_r
+        return BarycenterResult(
+            support=support,
+            objective=0.5 * float(xp.sum(beta * cost)),
+            n_iter=n_iter,
+            converged=bool(converged and ok),
+            maps=maps,
+            history=np.asarray(history),
+            epsilon=eps,
+        )
+
+
+def variance(measures, support, weights=None, method="exact", reg=0.05):
+    r"""Wasserstein-over-Wasserstein variance of uniform measures around a barycenter (eq. 64).
+
+    .. math::
+        \mathrm{Var} = \frac{1}{2N}\sum_{n=1}^N W_2^2(\mu_n, \bar\mu)
+        \quad\text{or, with weights,}\quad
+        \mathrm{Var}_\beta = \frac12\sum_{n=1}^N \beta_n W_2^2(\mu_n, \bar\mu),
+
+    :math:`\bar\mu` the uniform measure on ``support``. :math:`\mathrm{Var}_\beta` at the barycenter
+    is the barycenter objective.
+
+    Parameters
+    ----------
+    measures : array-like, shape (N, M, D), float
+        Atoms of the N uniform measures.
+    support : array-like, shape (M, D), float
+        Atoms of the barycenter (any K atoms for ``"sinkhorn"``).
+    weights : array-like, shape (N,), float, optional
+        Non-negative weights summing to 1; None for the unweighted variance.
+    method : {"exact", "sinkhorn"}
+        How :math:`W_2^2` is computed, see :func:`w2_squared`.
+    reg : float > 0
+        Relative entropic regularisation (``"sinkhorn"`` only).
+
+    Returns
+    -------
+    var : float
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from meanfield.transport import variance
+    >>> measures = np.array([[[0.0], [2.0]], [[6.0], [4.0]]])
+    >>> variance(measures, np.array([[2.0], [4.0]]))
+    2.0
+    >>> variance(measures, np.array([[2.0], [4.0]]), weights=np.array([0.25, 0.75]))
+    2.0
+    """
+    _check_method(method)
+    xp, (measures, support) = _namespace(measures, support)
+    x = _check_atoms(xp, measures, "measures", ("N", "M", "D"))
+    w2 = w2_squared(x, support, method=method, reg=reg)
+    if weights is None:
+        return 0.5 * float(xp.mean(w2))
+    beta = _check_weights(xp, xp.asarray(weights), x.shape[0], w2.dtype)
+    return 0.5 * float(xp.sum(beta * w2))
