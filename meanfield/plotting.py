@@ -213,6 +213,40 @@ def plot_rate(ds, dim, path):
         plt.close(fig)
 
 
+def plot_variance_decay(ds, path):
+    """W-over-W variance (unweighted, solid; beta-weighted, dashed) vs epoch per method, median over
+    seeds, with the Proposition 3 reference Var^1 (1 - lambda dt)^(2 k) from epoch 1."""
+    from meanfield.results import _decay_factor
+
+    methods = ds.method.values
+    with plt.rc_context(STYLE):
+        ncols = min(4, len(methods))
+        nrows = -(-len(methods) // ncols)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.9 * nrows), squeeze=False)
+        for ax in axes.flat[len(methods):]:
+            ax.set_visible(False)
+        for ax, m in zip(axes.flat, methods):
+            sub = ds.sel({"method": m})
+            for var, style, name in (("w_variance", "-", "unweighted"), ("w_variance_weighted", "--", r"$\beta$-weighted")):
+                med = sub[var].median("seed")
+                ax.plot(ds.epoch[1:], med[1:], style, color="C0" if style == "-" else "C1", label=name)
+            start = float(sub.w_variance.median("seed")[1])
+            k = ds.epoch.values[1:] - 1
+            ax.plot(ds.epoch[1:], start * _decay_factor(ds, str(m)) ** k, ":", color="k", lw=1,
+                    label=r"$(1-\lambda dt)^{2k}$")
+            ax.set_yscale("log")
+            ax.set_xlabel("step k")
+            ax.set_title(str(m), fontsize=8)
+        for row in axes:
+            row[0].set_ylabel(r"$\frac{1}{2}\sum_n w_n W_2^2(\mu_n, \bar\mu)$")
+        axes[0][0].legend(fontsize=7)
+        fig.suptitle(f"{ds.attrs['study']}: W-over-W variance, median over {ds.sizes['seed']} seeds "
+                     r"($w_n = 1/N$ or $\beta_n$)")
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)
+
+
 def plot_dataset(ds, out_dir):
     """All figures a study's dataset supports, and its summary table; returns the paths written."""
     out_dir = Path(out_dir)
@@ -234,6 +268,8 @@ def plot_dataset(ds, out_dir):
         jobs += [("risk", plot_risk), ("instability", plot_instability)]
         if regression_1d:
             jobs.append(("fits", plot_fits))
+        if "w_variance" in ds:
+            jobs.append(("variance", plot_variance_decay))
     if "test_accuracy" in ds and not swept:
         jobs.append(("accuracy", plot_accuracy))
     paths = []

@@ -3,7 +3,7 @@
 import numpy as np
 import xarray as xr
 
-__all__ = ["last_recorded", "instability", "summary_table", "cells_of", "fit_slope"]
+__all__ = ["last_recorded", "instability", "summary_table", "cells_of", "fit_slope", "decay_violations"]
 
 
 def last_recorded(da):
@@ -27,6 +27,22 @@ def instability(risk, factor=10.0):
 SWEEP_DIMS = ("M", "N")
 
 
+def decay_violations(variance, factor, rtol=1e-9):
+    """How often and by how much Var^{k+1} <= factor Var^k fails, over steps k >= 1 and seeds.
+
+    ``variance`` has epochs on its last axis; ``factor`` is (1 - lambda dt)^2 per recorded epoch.
+    Returns (fraction of steps with Var^{k+1} > factor Var^k (1 + rtol), largest Var^{k+1} /
+    (factor Var^k) - 1 over all steps).
+    """
+    v = np.moveaxis(np.asarray(variance), -1, 0)[1:]  # epoch 0 has uniform weights: skip it
+    with np.errstate(divide="ignore", invalid="ignore"):
+        excess = v[1:] / (factor * v[:-1]) - 1
+    ok = np.isfinite(excess)
+    if not ok.any():
+        return np.nan, np.nan
+    return float((excess[ok] > rtol).mean()), float(excess[ok].max())
+
+
 def cells_of(ds):
     """(label, selection) for every method and sweep point of a dataset, in order."""
     points = [{"method": m} for m in ds.method.values]
@@ -45,6 +61,12 @@ def fit_slope(x, y):
     return float(np.polyfit(np.log(x[ok]), np.log(y[ok]), 1)[0])
 
 
+def _decay_factor(ds, method):
+    """(1 - lambda dt)^(2 k) per recorded epoch, k = iterations per epoch."""
+    dt, drift = (float(ds.attrs[f"methods.{method}.{key}"]) for key in ("dt", "drift"))
+    return (1 - drift * dt) ** (2 * int(ds.attrs["iterations_per_epoch"]))
+
+
 def summary_table(ds):
     """Markdown table: per method (and sweep point), state memory and final values, median [quartiles] over seeds."""
     multi = "task" in ds.dims
@@ -54,7 +76,7 @@ def summary_table(ds):
     if "test_accuracy" in ds:
         head.append("test accuracy (%)")
     if "w_variance" in ds:
-        head.append("W2 variance")
+        head += ["W2 variance", "steps with Var ratio > (1-lambda dt)^2 (max relative excess): unweighted / weighted"]
     head += ["diverged runs", "train time (s)"]
 
     def fmt(values, scale=1.0, spec=".3g"):
@@ -75,7 +97,10 @@ def summary_table(ds):
         if "test_accuracy" in final:
             row.append(fmt(final["test_accuracy"], 100, ".1f"))
         if "w_variance" in final:
-            row.append(fmt(final["w_variance"]))
+            factor = _decay_factor(ds, str(point["method"]))
+            row += [fmt(final["w_variance"]), " / ".join(
+                "{:.0%} (max {:+.2g})".format(*decay_violations(sub[v].transpose(..., "epoch"), factor))
+                for v in ("w_variance", "w_variance_weighted"))]
         row += [f"{int((sub.diverged_epoch >= 0).sum())} of {sub.sizes['seed']}", fmt(final["wall_time"], spec=".0f")]
         rows.append(row)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]

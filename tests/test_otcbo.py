@@ -91,3 +91,11 @@ def test_invalid_parameters():
         OTCBO(noise="isotropic")
     with pytest.raises(ValueError, match=r"reg must be"):
         OTCBO(barycenter="sinkhorn", reg=0.0)
+
+
+def test_decay_violations_counts_and_measures_failures():
+    from meanfield.results import decay_violations
+
+    v = np.array([9.0, 1.0, 0.81, 0.6561, 0.6561])  # epoch 0 skipped; then exact 0.81 decay, then a stall
+    fraction, excess = decay_violations(v, 0.81)
+    assert fraction == pytest.approx(1 / 3) and excess == pytest.approx(1 / 0.81 - 1)
