@@ -24,11 +24,12 @@ from meanfield._array import namespace
 from meanfield._validate import check_float, check_int
 from meanfield.cbo import cbo_update
 from meanfield.consensus import gibbs_weights
+from meanfield.multitask import task_assignment
 from meanfield.noise import make_noise
 from meanfield.schedules import make_schedule
 from meanfield.transport import ExactBarycenter, SinkhornBarycenter, w2_squared
 
-__all__ = ["OTCBO", "OTCBOState"]
+__all__ = ["OTCBO", "OTCBOState", "MultiTaskOTCBO"]
 
 
 @dataclass
@@ -139,4 +140,66 @@ class OTCBO:
         its barycenter (eq. 64), and the cumulative barycenter iterations and seconds."""
         xp = namespace(state.w2)
         return {"w_variance": 0.5 * xp.mean(state.w2), "w_variance_weighted": 0.5 * xp.sum(state.weights * state.w2),
+                "barycenter_iterations": state.barycenter_iterations, "barycenter_time": state.barycenter_time}
+
+
+class MultiTaskOTCBO(OTCBO):
+    r"""Multi-task OT-CBO (eq. 32, 33): task p has Gibbs weights :math:`\beta_p = \mathrm{softmax}(-\alpha R[:, p])`
+    over all particles and its own barycenter :math:`\bar\mu_p`; particle n moves along its optimal map
+    to :math:`\bar\mu_{p(n)}`. Parameters: those of :class:`OTCBO` and ``assignment`` as in
+    :func:`meanfield.multitask.task_assignment`. The recorded W-over-W variances are those of each
+    task's particles around its barycenter, averaged over tasks (weighted: sum over all particles
+    with the task's weights, averaged over tasks).
+    """
+
+    name = "multitask_otcbo"
+
+    def __init__(self, assignment="blocks", n_particles=100, dt=0.1, drift=1.0, sigma_squared=0.0, noise="additive",
+                 noise_decay=1.0, alpha=1e4, barycenter="exact", reg=0.05, barycenter_max_iter=100,
+                 barycenter_tol=1e-9, batch_size=100, init_scale=2.0):
+        super().__init__(n_particles=n_particles, dt=dt, drift=drift, sigma_squared=sigma_squared, noise=noise,
+                         noise_decay=noise_decay, alpha=alpha, barycenter=barycenter, reg=reg,
+                         barycenter_max_iter=barycenter_max_iter, barycenter_tol=barycenter_tol,
+                         batch_size=batch_size, init_scale=init_scale)
+        task_assignment(2, 1, assignment)  # validates the name early
+        self.assignment = assignment
+
+    def check_tasks(self, n_tasks):
+        task_assignment(self.n_particles, n_tasks, self.assignment)
+
+    def step(self, state, network, x, y, epoch, rng):
+        xp = namespace(state.theta)
+        n_tasks = y.shape[1]
+        assign = task_assignment(self.n_particles, n_tasks, self.assignment)
+        risks = network.risk_matrix(state.theta, x, y)
+        weights = gibbs_weights(risks, self.alpha(epoch), axis=0)  # (N, P)
+        previous = state.consensus if state.consensus.ndim == 3 else xp.stack([state.consensus] * n_tasks)
+        supports, targets, w2 = [], xp.zeros_like(state.theta), []
+        iterations, elapsed = 0, 0.0
+        for p in range(n_tasks):  # one barycenter per task; each solve is compiled/vectorised over particles
+            result, w2_p, seconds = self._barycenter(state.theta, weights[:, p], previous[p])
+            supports.append(result.support)
+            own = xp.asarray(assign == p)
+            targets = xp.where(own[:, None, None], result.maps, targets)
+            w2.append(w2_p)
+            iterations, elapsed = iterations + result.n_iter, elapsed + seconds
+        sigma = math.sqrt(self.sigma_squared) * self.noise_decay(state.iteration)
+        xi = xp.asarray(rng.standard_normal(state.theta.shape))
+        theta = cbo_update(state.theta, targets, self.dt, self.drift, sigma, self.noise, xi)
+        return OTCBOState(theta, risks, xp.stack(supports), weights, xp.stack(w2, axis=1), state.iteration + 1,
+                          state.barycenter_iterations + iterations, state.barycenter_time + elapsed)
+
+    def report(self, state):
+        """Every task's barycenter network, (P, M, D) (one unweighted barycenter before the first step)."""
+        return state.consensus if state.consensus.ndim == 3 else state.consensus[None]
+
+    def diagnostics(self, state):
+        xp = namespace(state.w2)
+        if state.w2.ndim == 1:  # before the first step: one unweighted barycenter
+            return super().diagnostics(state)
+        assign = xp.asarray(task_assignment(self.n_particles, state.w2.shape[1], self.assignment))
+        own = xp.astype(assign[:, None] == xp.arange(state.w2.shape[1])[None, :], state.w2.dtype)
+        unweighted = xp.sum(own * state.w2, axis=0) / xp.sum(own, axis=0)
+        return {"w_variance": 0.5 * xp.mean(unweighted),
+                "w_variance_weighted": 0.5 * xp.mean(xp.sum(state.weights * state.w2, axis=0)),
                 "barycenter_iterations": state.barycenter_iterations, "barycenter_time": state.barycenter_time}

@@ -25,7 +25,7 @@ from meanfield.cbo import CBO
 from meanfield.hybrid import HybridCBOAdam
 from meanfield.multitask import MultiTaskCBO
 from meanfield.network import TwoLayerNetwork
-from meanfield.otcbo import OTCBO
+from meanfield.otcbo import OTCBO, MultiTaskOTCBO
 from meanfield.problems import _PROBLEMS, make_problem
 from meanfield.train import train
 
@@ -33,7 +33,7 @@ __all__ = ["Study", "load_study", "run_study", "NETCDF_ENGINE"]
 
 # scipy's netCDF3 writer needs no extra dependency (NOTES.md: always name the engine)
 NETCDF_ENGINE = "scipy"
-METHODS = {cls.name: cls for cls in (CBO, Adam, HybridCBOAdam, MultiTaskCBO, OTCBO)}
+METHODS = {cls.name: cls for cls in (CBO, Adam, HybridCBOAdam, MultiTaskCBO, OTCBO, MultiTaskOTCBO)}
 _TOP = {"name": True, "description": False, "epochs": True, "seeds": True, "root_seed": True,
         "problem": True, "network": True, "methods": True, "method_defaults": False, "sweep": False,
         "quick": False}

@@ -99,3 +99,34 @@ def test_decay_violations_counts_and_measures_failures():
     v = np.array([9.0, 1.0, 0.81, 0.6561, 0.6561])  # epoch 0 skipped; then exact 0.81 decay, then a stall
     fraction, excess = decay_violations(v, 0.81)
     assert fraction == pytest.approx(1 / 3) and excess == pytest.approx(1 / 0.81 - 1)
+
+
+def test_multitask_otcbo_matches_a_loop_over_tasks():
+    from meanfield.consensus import gibbs_weights
+    from meanfield.otcbo import MultiTaskOTCBO
+    from meanfield.transport import ExactBarycenter
+
+    net = TwoLayerNetwork(1, 1, 4)
+    rng = np.random.default_rng(5)
+    method = MultiTaskOTCBO(n_particles=6, dt=0.2, sigma_squared=0.0, alpha=20.0, batch_size=10)
+    state = method.init(net, rng)
+    x, y = rng.uniform(size=(10, 1)), rng.normal(size=(10, 3))
+    new = method.step(state, net, x, y, 0, rng)
+    for p in range(3):
+        beta = gibbs_weights(net.risk(state.theta, x, y[:, p]), 20.0)
+        result = ExactBarycenter().solve(state.theta, beta, state.consensus)
+        assert_allclose(new.consensus[p], result.support, rtol=1e-12)
+        for n in (2 * p, 2 * p + 1):  # blocks: particles 2p, 2p + 1 serve task p
+            assert_allclose(new.theta[n], state.theta[n] + 0.2 * (result.maps[n] - state.theta[n]), rtol=1e-12)
+
+
+def test_multitask_otcbo_single_task_equals_otcbo():
+    from meanfield import shifted_sines, sine
+    from meanfield.otcbo import MultiTaskOTCBO
+
+    kwargs = dict(n_particles=5, dt=0.1, sigma_squared=0.2, noise="anisotropic", alpha=1e3, batch_size=40)
+    net = TwoLayerNetwork(1, 1, 4)
+    a = train(MultiTaskOTCBO(**kwargs), net, shifted_sines(n_tasks=1, n_train=80, n_test=20, noise_std=0.01), 3, seed=1)
+    b = train(OTCBO(**kwargs), net, sine(n_train=80, n_test=20), 3, seed=1)
+    assert_allclose(a.train_risk.sel(task=1), b.train_risk, rtol=1e-9)
+    assert_allclose(a.w_variance.sel(task=1), b.w_variance, rtol=1e-9)
