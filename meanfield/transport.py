@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import array_api_compat
@@ -83,7 +85,7 @@ def _check_weights(xp, w, n, dtype):
     total = float(xp.sum(w))
     if abs(total - 1.0) > math.sqrt(xp.finfo(w.dtype).eps):
         raise ValueError(f"weights must sum to 1, got sum {total:.10g}")
-    return xp.astype(w, dtype)
+    return xp.astype(w, dtype, copy=False)
 
 
 def _check_real(value, name, low, high=math.inf, low_open=False):
@@ -96,6 +98,13 @@ def _check_real(value, name, low, high=math.inf, low_open=False):
 def _check_count(value, name, low):
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def _check_workers(workers):
+    if not isinstance(workers, numbers.Integral) or isinstance(workers, bool) or not (
+        workers >= 1 or workers == -1
+    ):
+        raise ValueError(f"workers must be an integer >= 1, or -1 for all CPUs, got {workers!r}")
 
 
 def _check_method(method):
@@ -157,12 +166,20 @@ def _sqdist(xp, x, y):
     return xp.clip(cost, 0, None)
 
 
-def _assignments(xp, cost):
-    """Optimal permutation of each square cost matrix: (B, M, M) -> (B, M), row i -> column."""
+def _assignments(xp, cost, workers):
+    """Optimal permutation of each square cost matrix: (B, M, M) -> (B, M), row i -> column.
+
+    scipy's solver releases the GIL, so ``workers`` > 1 threads solve the batch in parallel."""
     host = np.asarray(cost)
     perm = np.empty(host.shape[:2], dtype=np.intp)
-    for b in range(host.shape[0]):
-        perm[b] = linear_sum_assignment(host[b])[1]
+    workers = (os.cpu_count() or 1) if workers == -1 else workers
+    if workers == 1 or host.shape[0] < 2:
+        for b in range(host.shape[0]):
+            perm[b] = linear_sum_assignment(host[b])[1]
+    else:
+        with ThreadPoolExecutor(min(workers, host.shape[0])) as pool:
+            for b, cols in enumerate(pool.map(lambda c: linear_sum_assignment(c)[1], host)):
+                perm[b] = cols
     return xp.asarray(perm, device=array_api_compat.device(cost))
 
 
@@ -181,7 +198,7 @@ def _matched_w2(xp, x, matched):
     |x|^2 + |y|^2 - 2 x.y carries an absolute error ~ eps |x|^2, which swamps W2^2 once the measures
     reach consensus (SPEC sec. 6 tracks the variance down by many decades)."""
     d = x - matched
-    return xp.sum(d * d, axis=(-2, -1)) / x.shape[-2]
+    return xp.sum(xp.vecdot(d, d, axis=-1), axis=-1) / x.shape[-2]
 
 
 def _logsumexp(xp, z, axis):
@@ -203,11 +220,15 @@ def _sinkhorn(xp, cost, eps, f, g, max_iter, tol):
     B, M, K = cost.shape
     e = eps[:, None]
     e3 = eps[:, None, None]
-    # One log-domain sweep: every row of the kernel then carries mass >= 1/(M K) and every column
-    # exactly 1/K, so the scaling steps below cannot divide by zero even from a poor warm start.
-    f = e * (-math.log(M) - _logsumexp(xp, (g[:, None, :] - cost) / e3, axis=2))
-    g = e * (-math.log(K) - _logsumexp(xp, (f[:, :, None] - cost) / e3, axis=1))
     kernel = xp.exp((f[:, :, None] + g[:, None, :] - cost) / e3)
+    tiny = xp.finfo(cost.dtype).smallest_normal
+    rows, cols = xp.sum(kernel, axis=2), xp.sum(kernel, axis=1)
+    if not bool(xp.all(xp.isfinite(rows)) & xp.all(rows > tiny) & xp.all(cols > tiny)):
+        # The warm start is too far off (a row or column of the kernel under- or overflows): one
+        # log-domain sweep leaves every row with mass >= 1/(M K) and every column with 1/K.
+        f = e * (-math.log(M) - _logsumexp(xp, (g[:, None, :] - cost) / e3, axis=2))
+        g = e * (-math.log(K) - _logsumexp(xp, (f[:, :, None] - cost) / e3, axis=1))
+        kernel = xp.exp((f[:, :, None] + g[:, None, :] - cost) / e3)
     u = xp.ones_like(f)
     v = xp.ones_like(g)
     limit = math.log(xp.finfo(cost.dtype).max) / 4
@@ -236,7 +257,9 @@ def _relative_eps(xp, cost, reg):
     return reg * xp.where(scale > 0, scale, xp.ones_like(scale))
 
 
-def w2_squared(x, y, method="exact", reg=0.05, *, sinkhorn_max_iter=1000, sinkhorn_tol=1e-9):
+def w2_squared(
+    x, y, method="exact", reg=0.05, *, sinkhorn_max_iter=1000, sinkhorn_tol=1e-9, workers=1
+):
     r"""Squared Wasserstein-2 distance between uniform measures on point sets.
 
     For :math:`\mu = \frac1M\sum_i\delta_{x_i}` and :math:`\nu = \frac1K\sum_j\delta_{y_j}`:
@@ -264,6 +287,8 @@ def w2_squared(x, y, method="exact", reg=0.05, *, sinkhorn_max_iter=1000, sinkho
     sinkhorn_tol : float >= 0
         Stop when the L1 error of the row marginals is below this (``"sinkhorn"`` only); a
         :class:`RuntimeWarning` is raised if it is not reached.
+    workers : int >= 1 or -1
+        Threads solving the assignment problems (``"exact"`` only); -1 uses every CPU.
 
     Returns
     -------
@@ -292,6 +317,7 @@ def w2_squared(x, y, method="exact", reg=0.05, *, sinkhorn_max_iter=1000, sinkho
     _check_real(reg, "reg", 0, low_open=True)
     _check_count(sinkhorn_max_iter, "sinkhorn_max_iter", 1)
     _check_real(sinkhorn_tol, "sinkhorn_tol", 0)
+    _check_workers(workers)
     xp, (x, y) = _namespace(x, y)
     x = _check_atoms(xp, x, "x", ("...", "M", "D"))
     y = _check_atoms(xp, y, "y", ("...", "K", "D"))
@@ -301,7 +327,7 @@ def w2_squared(x, y, method="exact", reg=0.05, *, sinkhorn_max_iter=1000, sinkho
     if method == "exact" and M != K:
         raise ValueError(f"method='exact' needs as many atoms in y as in x, got M={M} and K={K}")
     dtype = xp.result_type(x, y)
-    x, y = xp.astype(x, dtype), xp.astype(y, dtype)
+    x, y = xp.astype(x, dtype, copy=False), xp.astype(y, dtype, copy=False)
     cost = _sqdist(xp, x, y)
     batch = tuple(cost.shape[:-2])
     flat_cost = xp.reshape(cost, (-1, M, K))
@@ -309,7 +335,7 @@ def w2_squared(x, y, method="exact", reg=0.05, *, sinkhorn_max_iter=1000, sinkho
     if method == "exact":
         xb = xp.reshape(xp.broadcast_to(x, batch + (M, D)), (B, M, D))
         yb = xp.reshape(xp.broadcast_to(y, batch + (M, D)), (B, M, D))
-        perm = _assignments(xp, flat_cost)
+        perm = _assignments(xp, flat_cost, workers)
         return xp.reshape(_matched_w2(xp, xb, _gather_rows(xp, yb, perm)), batch)
     eps = _relative_eps(xp, flat_cost, reg)
     f = xp.zeros((B, M), dtype=dtype, device=array_api_compat.device(x))
@@ -378,7 +404,7 @@ def _barycenter_inputs(measures, weights, init, same_size):
         raise ValueError(f"init must have M = {x.shape[1]} atoms like each measure, got {y.shape[0]}")
     dtype = xp.result_type(x, y)
     beta = _check_weights(xp, weights, x.shape[0], dtype)
-    return xp, xp.astype(x, dtype), beta, xp.astype(y, dtype)
+    return xp, xp.astype(x, dtype, copy=False), beta, xp.astype(y, dtype, copy=False)
 
 
 def _split(xp, beta, threshold):
@@ -393,12 +419,18 @@ def _merge(xp, first, a, second, b):
     return xp.take(xp.concat([a, b], axis=0), order, axis=0)
 
 
-def _exact_step(xp, x, support):
-    """Optimal permutations of every measure to ``support``, the matched atoms and the W2^2."""
-    perm = _assignments(xp, _sqdist(xp, x, support))
-    B, M, D = x.shape
-    matched = xp.reshape(xp.take(support, xp.reshape(perm, (-1,)), axis=0), (B, M, D))
-    return perm, matched, _matched_w2(xp, x, matched)
+def _exact_step(xp, x, x_sq, support, workers):
+    """Optimal permutations of every measure x (B, M, D) to ``support`` and their W2^2 (B,).
+
+    The assignment only needs |y_j|^2 - 2 x_i.y_j (|x_i|^2 is constant along a row), and W2^2 is
+    read off the chosen entries plus ``x_sq`` = sum_i |x_i|^2, so an iteration costs one batched
+    product and the assignments."""
+    B, M, _ = x.shape
+    cost = xp.sum(support * support, axis=1) - 2 * (x @ xp.matrix_transpose(support))
+    perm = _assignments(xp, cost, workers)
+    rows = xp.arange(B * M, dtype=perm.dtype, device=array_api_compat.device(perm))
+    chosen = xp.take(xp.reshape(cost, (-1,)), rows * M + xp.reshape(perm, (-1,)))
+    return perm, (x_sq + xp.sum(xp.reshape(chosen, (B, M)), axis=1)) / M
 
 
 @dataclass(frozen=True)
@@ -424,6 +456,11 @@ class ExactBarycenter:
     iterations (Gibbs weights at large alpha are mostly negligible) and the others are
     renormalised; all measures are matched to the final support for ``maps`` and ``objective``.
 
+    The problem is translation-equivariant, so the atoms are centred once on the weighted mean,
+    which keeps the expanded cost |x|^2 + |y|^2 - 2 x.y accurate; the iterations read the objective
+    off the assignment costs and the final ``objective`` is summed from the matched differences
+    (exact to rounding even when the measures are nearly equal).
+
     Parameters
     ----------
     max_iter : int >= 0
@@ -432,6 +469,9 @@ class ExactBarycenter:
         Relative decrease of the objective below which the iteration stops.
     weight_threshold : float in [0, 1]
         Relative weight below which a measure is skipped during the iterations; 0 keeps all.
+    workers : int >= 1 or -1
+        Threads solving the N assignment problems of an iteration; -1 uses every CPU. The result
+        does not depend on it.
 
     Examples
     --------
@@ -454,11 +494,13 @@ class ExactBarycenter:
     max_iter: int = 100
     tol: float = 1e-9
     weight_threshold: float = 1e-12
+    workers: int = 1
 
     def __post_init__(self):
         _check_count(self.max_iter, "max_iter", 0)
         _check_real(self.tol, "tol", 0)
         _check_real(self.weight_threshold, "weight_threshold", 0, 1)
+        _check_workers(self.workers)
 
     def solve(self, measures, weights, init):
         r"""Barycenter of ``measures`` with ``weights``, starting from the support ``init``.
@@ -476,46 +518,41 @@ class ExactBarycenter:
         -------
         result : BarycenterResult
         """
-        xp, x, beta, support = _barycenter_inputs(measures, weights, init, same_size=True)
+        xp, x, beta, init = _barycenter_inputs(measures, weights, init, same_size=True)
+        B, M, D = x.shape
+        centre = xp.tensordot(beta, xp.mean(x, axis=1), axes=1)
         active, rest = _split(xp, beta, self.weight_threshold)
-        xa = xp.take(x, active, axis=0)
+        xa = xp.take(x, active, axis=0) - centre
+        xa_sq = xp.sum(xa * xa, axis=(1, 2))
         wa = xp.take(beta, active, axis=0)
         share = wa / xp.sum(wa)
-        perm, matched, w2 = _exact_step(xp, xa, support)
+        support = init - centre
+        perm, w2 = _exact_step(xp, xa, xa_sq, support, self.workers)
         history = [0.5 * float(xp.sum(wa * w2))]
         converged = False
         n_iter = 0
         while n_iter < self.max_iter and not converged:
             # y_j = sum_n beta_n x_{n, pi_n^{-1}(j)}: gather each measure in barycenter order.
             support = xp.tensordot(share, _gather_rows(xp, xa, xp.argsort(perm, axis=1)), axes=1)
-            perm, matched, w2 = _exact_step(xp, xa, support)
+            perm, w2 = _exact_step(xp, xa, xa_sq, support, self.workers)
             history.append(0.5 * float(xp.sum(wa * w2)))
             n_iter += 1
             converged = history[-2] - history[-1] <= self.tol * history[-2]
         if rest.shape[0]:
-            perm_r, matched_r, w2_r = _exact_step(xp, xp.take(x, rest, axis=0), support)
+            xr = xp.take(x, rest, axis=0) - centre
+            perm_r, _ = _exact_step(xp, xr, xp.sum(xr * xr, axis=(1, 2)), support, self.workers)
             perm = _merge(xp, active, perm, rest, perm_r)
-            matched = _merge(xp, active, matched, rest, matched_r)
-            w2 = _merge(xp, active, w2, rest, w2_r)
+        support = support + centre
+        maps = xp.reshape(xp.take(support, xp.reshape(perm, (-1,)), axis=0), (B, M, D))
         return BarycenterResult(
             support=support,
-            objective=0.5 * float(xp.sum(beta * w2)),
+            objective=0.5 * float(xp.sum(beta * _matched_w2(xp, x, maps))),
             n_iter=n_iter,
             converged=bool(converged),
-            maps=matched,
+            maps=maps,
             assignment=perm,
             history=np.asarray(history),
         )
-
-
-def _mixture_scale(xp, x, beta):
-    r"""Mean squared distance between two atoms drawn independently from :math:`\sum_n\beta_n\mu_n`.
-
-    Equals 2 Var of the mixture; for one measure it is the mean of its cost matrix with itself."""
-    mean = xp.tensordot(beta, xp.mean(x, axis=1), axes=1)
-    d = x - mean
-    scale = 2 * float(xp.sum(beta * xp.mean(xp.sum(d * d, axis=2), axis=1)))
-    return scale if scale > 0 else 1.0
 
 
 @dataclass(frozen=True)
@@ -584,9 +621,13 @@ class SinkhornBarycenter:
         _check_real(self.sinkhorn_tol, "sinkhorn_tol", 0)
         _check_real(self.weight_threshold, "weight_threshold", 0, 1)
 
-    def _plans(self, xp, x, support, eps, f, g):
-        """Entropic plans of x to support (warm start f, g) and their transport costs."""
-        cost = _sqdist(xp, x, support)
+    def _plans(self, xp, x, x_sq, support, eps, f, g):
+        """Entropic plans of x (B, M, D) to support (warm start f, g) and their transport costs.
+
+        ``x_sq`` (B, M) holds |x_i|^2, so a cost matrix costs one batched product."""
+        y_sq = xp.sum(support * support, axis=1)
+        cross = x @ xp.matrix_transpose(support)
+        cost = xp.clip(x_sq[:, :, None] + y_sq - 2 * cross, 0, None)
         eps_b = xp.full((x.shape[0],), eps, dtype=x.dtype, device=array_api_compat.device(x))
         f, g, plan, ok = _sinkhorn(xp, cost, eps_b, f, g, self.sinkhorn_max_iter, self.sinkhorn_tol)
         return f, g, plan, xp.sum(plan * cost, axis=(1, 2)), ok
@@ -608,24 +649,32 @@ class SinkhornBarycenter:
         result : BarycenterResult
             With ``assignment`` None and ``epsilon`` the absolute regularisation.
         """
-        xp, x, beta, support = _barycenter_inputs(measures, weights, init, same_size=False)
-        eps = self.reg * _mixture_scale(xp, x, beta)
-        M, K = x.shape[1], support.shape[0]
+        xp, x, beta, init = _barycenter_inputs(measures, weights, init, same_size=False)
+        M, K = x.shape[1], init.shape[0]
         device = array_api_compat.device(x)
+        # Centred once on the mixture mean (the problem is translation-equivariant), which keeps
+        # the expanded costs accurate; the mean square of the centred atoms gives the cost scale.
+        centre = xp.tensordot(beta, xp.mean(x, axis=1), axes=1)
+        x = x - centre
+        x_sq = xp.sum(x * x, axis=2)
+        scale = 2 * float(xp.sum(beta * xp.mean(x_sq, axis=1)))
+        eps = self.reg * (scale if scale > 0 else 1.0)
+        support = init - centre
         active, rest = _split(xp, beta, self.weight_threshold)
         xa = xp.take(x, active, axis=0)
+        xa_sq = xp.take(x_sq, active, axis=0)
         wa = xp.take(beta, active, axis=0)
         # Scaling the atoms by the weights turns the update into one (K, B M) x (B M, D) product.
         xa_weighted = xp.reshape(xa * (wa / xp.sum(wa))[:, None, None], (-1, x.shape[2]))
         f = xp.zeros((xa.shape[0], M), dtype=x.dtype, device=device)
         g = xp.zeros((xa.shape[0], K), dtype=x.dtype, device=device)
-        f, g, plan, cost, ok = self._plans(xp, xa, support, eps, f, g)
+        f, g, plan, cost, ok = self._plans(xp, xa, xa_sq, support, eps, f, g)
         history = [0.5 * float(xp.sum(wa * cost))]
         converged = False
         n_iter = 0
         while n_iter < self.max_iter and not converged:
             support = K * (xp.matrix_transpose(xp.reshape(plan, (-1, K))) @ xa_weighted)
-            f, g, plan, cost, ok = self._plans(xp, xa, support, eps, f, g)
+            f, g, plan, cost, ok = self._plans(xp, xa, xa_sq, support, eps, f, g)
             history.append(0.5 * float(xp.sum(wa * cost)))
             n_iter += 1
             converged = abs(history[-2] - history[-1]) <= self.tol * history[-2]
@@ -634,16 +683,18 @@ class SinkhornBarycenter:
             xr = xp.take(x, rest, axis=0)
             f_r = xp.zeros((xr.shape[0], M), dtype=x.dtype, device=device)
             g_r = xp.zeros((xr.shape[0], K), dtype=x.dtype, device=device)
-            _, _, plan_r, cost_r, ok_r = self._plans(xp, xr, support, eps, f_r, g_r)
+            _, _, plan_r, cost_r, ok_r = self._plans(
+                xp, xr, xp.take(x_sq, rest, axis=0), support, eps, f_r, g_r
+            )
             maps = _merge(xp, active, maps, rest, M * (plan_r @ support))
             cost = _merge(xp, active, cost, rest, cost_r)
             ok = ok and ok_r
         return BarycenterResult(
-            support=support,
+            support=support + centre,
             objective=0.5 * float(xp.sum(beta * cost)),
             n_iter=n_iter,
             converged=bool(converged and ok),
-            maps=maps,
+            maps=maps + centre,
             history=np.asarray(history),
             epsilon=eps,
         )

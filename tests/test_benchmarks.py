@@ -9,10 +9,13 @@ import pytest
 BENCH = Path(__file__).parents[1] / "benchmarks"
 
 
-@pytest.mark.parametrize("script", ["bench_cbo.py"])
-def test_benchmark_quick_run(script, monkeypatch, capsys):
-    pytest.importorskip("cbx")
+@pytest.mark.parametrize("script, peer, expected", [
+    ("bench_cbo.py", "cbx", "objective check: ok"),
+    ("bench_barycenter.py", "ot", "obj ours/POT"),
+])
+def test_benchmark_quick_run(script, peer, expected, monkeypatch, capsys):
+    pytest.importorskip(peer)
     monkeypatch.setattr(sys, "argv", [script, "--quick"])
     runpy.run_path(str(BENCH / script), run_name="__main__")
     out = capsys.readouterr().out
-    assert "objective check: ok" in out and "ratio" in out
+    assert expected in out

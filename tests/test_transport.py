@@ -1,0 +1,330 @@
+"""Tests of meanfield.transport: W2 between uniform measures and their weighted barycenters."""
+
+import numpy as np
+import ot
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+
+from meanfield.transport import (
+    BarycenterResult,
+    ExactBarycenter,
+    SinkhornBarycenter,
+    squared_distances,
+    variance,
+    w2_squared,
+)
+
+
+def _uniform(m):
+    return np.full(m, 1.0 / m)
+
+
+def _instance(seed, n, m, d):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, m, d)), rng.dirichlet(np.ones(n)), rng.standard_normal((m, d))
+
+
+# --------------------------------------------------------------------------------------------------
+# squared_distances and w2_squared
+# --------------------------------------------------------------------------------------------------
+
+
+def test_squared_distances_matches_direct_formula_batched():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 6, 3)) + 100.0  # far from the origin: cancellation is the risk
+    y = rng.standard_normal((5, 3)) + 100.0
+    direct = ((x[:, :, None, :] - y[None, None, :, :]) ** 2).sum(-1)
+    cost = squared_distances(x, y)
+    assert cost.shape == (4, 6, 5)
+    assert_allclose(cost, direct, rtol=1e-10, atol=1e-10)
+    assert (squared_distances(x[0], x[0]) >= 0).all()
+
+
+def test_w2_exact_matches_pot_emd2():
+    rng = np.random.default_rng(1)
+    for m, d in [(1, 2), (7, 1), (12, 3), (30, 5)]:
+        x, y = rng.standard_normal((m, d)), 2.0 * rng.standard_normal((m, d)) + 1.0
+        ref = ot.emd2(_uniform(m), _uniform(m), ot.dist(x, y), numItermax=10**7)
+        assert_allclose(float(w2_squared(x, y)), ref, rtol=1e-12)
+
+
+def test_w2_symmetric_permutation_invariant_and_zero_on_same_multiset():
+    rng = np.random.default_rng(2)
+    x, y = rng.standard_normal((15, 3)), rng.standard_normal((15, 3))
+    perm = rng.permutation(15)
+    for method in ("exact", "sinkhorn"):
+        w = float(w2_squared(x, y, method, reg=0.1))
+        assert w > 0.1
+        assert_allclose(float(w2_squared(y, x, method, reg=0.1)), w, rtol=1e-8)
+        assert_allclose(float(w2_squared(x[perm], y, method, reg=0.1)), w, rtol=1e-8)
+        assert_allclose(float(w2_squared(x, y[perm], method, reg=0.1)), w, rtol=1e-8)
+    assert float(w2_squared(x, x[perm])) == 0.0
+
+
+def test_w2_batched_equals_loop_and_broadcasts():
+    x, _, y = _instance(3, 4, 9, 2)
+    batched = w2_squared(x, y)  # y broadcast over the 4 measures
+    assert batched.shape == (4,)
+    assert_allclose(batched, [float(w2_squared(xi, y)) for xi in x], rtol=1e-14)
+    pairs = w2_squared(x[:, None], x[None, :])
+    assert pairs.shape == (4, 4)
+    assert_allclose(pairs, pairs.T, rtol=1e-12)
+    assert_allclose(np.diag(pairs), 0.0, atol=1e-12)
+
+
+def test_w2_exact_accurate_for_nearly_equal_measures():
+    # Consensus: W2^2 many decades below |x|^2; summed from differences, it stays exact.
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((10, 3)) + 50.0
+    shift = np.array([1e-7, 0.0, 0.0])
+    assert_allclose(float(w2_squared(x, x + shift)), 1e-14, rtol=1e-6)
+
+
+def test_w2_sinkhorn_is_upper_bound_tending_to_exact():
+    rng = np.random.default_rng(5)
+    x, y = rng.standard_normal((20, 2)), rng.standard_normal((20, 2)) + 0.5
+    exact = float(w2_squared(x, y))
+    values = [float(w2_squared(x, y, "sinkhorn", reg)) for reg in (1.0, 0.1, 0.05)]
+    assert values[0] > values[1] > values[2] > exact
+    assert values[2] - exact < 0.1 * exact
+    m = 20
+    cost = ot.dist(x, y)
+    ref = ot.sinkhorn(_uniform(m), _uniform(m), cost, 0.1 * cost.mean(), method="sinkhorn_log",
+                      numItermax=10**5, stopThr=1e-13)
+    assert_allclose(values[1], (ref * cost).sum(), rtol=1e-7)
+
+
+def test_w2_sinkhorn_unequal_sizes_and_degenerate_cost():
+    rng = np.random.default_rng(6)
+    x, y = rng.standard_normal((8, 2)), rng.standard_normal((5, 2))
+    assert float(w2_squared(x, y, "sinkhorn")) > float(ot.emd2(_uniform(8), _uniform(5), ot.dist(x, y)))
+    point = np.ones((3, 2))
+    assert float(w2_squared(point, point, "sinkhorn")) == 0.0
+
+
+def test_w2_sinkhorn_small_reg_cold_start_does_not_underflow():
+    # exp(-C/eps) underflows to 0 in every entry here; the log-domain sweep must take over.
+    rng = np.random.default_rng(7)
+    x, y = rng.standard_normal((10, 2)), rng.standard_normal((10, 2)) + 20.0
+    assert (np.exp(-ot.dist(x, y) / (1e-3 * ot.dist(x, y).mean())) == 0).all()
+    value = float(w2_squared(x, y, "sinkhorn", reg=1e-3))
+    cost = ot.dist(x, y)
+    ref = ot.sinkhorn(_uniform(10), _uniform(10), cost, 1e-3 * cost.mean(), method="sinkhorn_log",
+                      numItermax=10**5, stopThr=1e-13)
+    assert_allclose(value, (ref * cost).sum(), rtol=1e-9)
+    assert float(w2_squared(x, y)) < value < 1.001 * float(w2_squared(x, y))
+
+
+def test_w2_sinkhorn_warns_when_not_converged():
+    x, y = np.array([[0.0], [1.0]]), np.array([[3.0], [2.0]])
+    with pytest.warns(RuntimeWarning, match="sinkhorn_max_iter"):
+        w2_squared(x, y, "sinkhorn", reg=0.05, sinkhorn_max_iter=1)
+
+
+# --------------------------------------------------------------------------------------------------
+# exact barycenter
+# --------------------------------------------------------------------------------------------------
+
+
+def test_exact_barycenter_1d_is_weighted_average_of_sorted_atoms():
+    x, beta, init = _instance(10, 6, 11, 1)
+    res = ExactBarycenter().solve(x, beta, init)
+    expected = np.tensordot(beta, np.sort(x[:, :, 0], axis=1), axes=1)
+    assert_allclose(np.sort(res.support[:, 0]), expected, rtol=1e-13, atol=1e-14)
+    assert res.converged
+
+
+def test_exact_barycenter_two_measures_lie_on_matched_geodesic():
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 10, 3))
+    x[1] += 2.0
+    perm = ot.emd(_uniform(10), _uniform(10), ot.dist(x[0], x[1])).argmax(axis=1)
+    w2 = float(w2_squared(x[0], x[1]))
+    for t in (0.2, 0.5, 0.9):
+        res = ExactBarycenter().solve(x, np.array([t, 1 - t]), init=x[0])
+        geodesic = t * x[0] + (1 - t) * x[1, perm]
+        assert_allclose(float(w2_squared(res.support, geodesic)), 0.0, atol=1e-20)
+        assert_allclose(res.objective, 0.5 * t * (1 - t) * w2, rtol=1e-12)
+
+
+def test_exact_barycenter_of_translates_is_translated_mean():
+    rng = np.random.default_rng(12)
+    base = rng.standard_normal((9, 2))
+    shifts = rng.standard_normal((5, 2)) * 3.0
+    x = np.stack([rng.permutation(base) + a for a in shifts])
+    beta = rng.dirichlet(np.ones(5))
+    res = ExactBarycenter().solve(x, beta, init=rng.standard_normal((9, 2)))
+    mean_shift = beta @ shifts
+    assert_allclose(float(w2_squared(res.support, base + mean_shift)), 0.0, atol=1e-20)
+    assert_allclose(res.maps, x - shifts[:, None, :] + mean_shift, atol=1e-12)
+    assert_allclose(res.objective, 0.5 * beta @ ((shifts - mean_shift) ** 2).sum(1), rtol=1e-12)
+
+
+@pytest.mark.parametrize("seed, n, m, d", [(20, 5, 8, 2), (21, 12, 15, 3), (22, 4, 25, 1)])
+def test_exact_barycenter_matches_pot_free_support(seed, n, m, d):
+    x, beta, init = _instance(seed, n, m, d)
+    res = ExactBarycenter(tol=0.0).solve(x, beta, init)
+    pot = ot.lp.free_support_barycenter(list(x), [_uniform(m)] * n, init, weights=beta,
+                                        numItermax=10**4, stopThr=1e-30)
+    pot_objective = 0.5 * sum(b * ot.emd2(_uniform(m), _uniform(m), ot.dist(xi, pot), numItermax=10**7)
+                              for xi, b in zip(x, beta))
+    assert_allclose(res.objective, pot_objective, rtol=1e-9)
+    assert_allclose(float(w2_squared(res.support, pot)), 0.0, atol=1e-20)
+
+
+def test_exact_objective_never_increases():
+    x, beta, init = _instance(30, 40, 30, 2)
+    res = ExactBarycenter(tol=0.0).solve(x, beta, 5.0 * init)
+    assert res.n_iter >= 5 and res.history.shape == (res.n_iter + 1,)
+    steps = np.diff(res.history)
+    assert (steps <= 1e-13 * res.history[0]).all()
+    assert steps.min() < -0.01 * res.history[0]  # the iteration does work
+    assert_allclose(res.history[-1], res.objective, rtol=1e-10)
+
+
+def test_exact_result_maps_assignment_and_objective_are_consistent():
+    x, beta, init = _instance(31, 7, 10, 3)
+    res = ExactBarycenter().solve(x, beta, init)
+    assert isinstance(res, BarycenterResult) and res.epsilon is None
+    assert res.assignment.shape == (7, 10) and res.maps.shape == (7, 10, 3)
+    assert_array_equal(np.sort(res.assignment, axis=1), np.tile(np.arange(10), (7, 1)))
+    assert_array_equal(res.maps, res.support[res.assignment])
+    per_measure = ((x - res.maps) ** 2).sum(axis=(1, 2)) / 10
+    assert_allclose(per_measure, w2_squared(x, res.support), rtol=1e-12)  # maps are optimal
+    assert_allclose(res.objective, 0.5 * beta @ per_measure, rtol=1e-14)
+    assert_allclose(res.objective, variance(x, res.support, beta), rtol=1e-14)
+    # At the fixed point the support is the weighted mean of the matched atoms (SPEC Prop. 2).
+    inverse = np.argsort(res.assignment, axis=1)
+    assert_allclose(res.support, np.einsum("n,nmd->md", beta, x[np.arange(7)[:, None], inverse]),
+                    atol=1e-12)
+
+
+def test_negligible_weights_are_skipped_but_still_mapped():
+    x, beta, init = _instance(32, 8, 12, 2)
+    beta = np.concatenate([beta[:5] / beta[:5].sum(), np.full(3, 1e-20)])
+    skipped = ExactBarycenter().solve(x, beta, init)
+    full = ExactBarycenter(weight_threshold=0.0).solve(x, beta, init)
+    assert_allclose(skipped.support, full.support, atol=1e-12)
+    assert_array_equal(skipped.assignment, full.assignment)
+    per_measure = ((x - skipped.maps) ** 2).sum(axis=(1, 2)) / 12
+    assert_allclose(per_measure, w2_squared(x, skipped.support), rtol=1e-12)
+    # The skipped measures do not move the barycenter: it is the one of the first five alone.
+    alone = ExactBarycenter().solve(x[:5], beta[:5] / beta[:5].sum(), init)
+    assert_allclose(skipped.support, alone.support, atol=1e-12)
+
+
+def test_exact_max_iter_zero_and_workers_give_same_result():
+    x, beta, init = _instance(33, 6, 10, 2)
+    res0 = ExactBarycenter(max_iter=0).solve(x, beta, init)
+    assert res0.n_iter == 0 and not res0.converged
+    assert_allclose(res0.support, init, rtol=0, atol=1e-15)
+    assert_allclose(res0.objective, variance(x, init, beta), rtol=1e-13)
+    one = ExactBarycenter().solve(x, beta, init)
+    two = ExactBarycenter(workers=2).solve(x, beta, init)
+    assert_array_equal(one.support, two.support)
+    assert_array_equal(one.assignment, two.assignment)
+
+
+# --------------------------------------------------------------------------------------------------
+# Sinkhorn barycenter
+# --------------------------------------------------------------------------------------------------
+
+
+def test_sinkhorn_barycenter_tends_to_exact_as_reg_decreases():
+    x, beta, init = _instance(40, 5, 12, 1)
+    exact = np.tensordot(beta, np.sort(x[:, :, 0], axis=1), axes=1)[:, None]
+    errors = []
+    for reg in (1.0, 0.1, 0.01):
+        res = SinkhornBarycenter(reg=reg, max_iter=30).solve(x, beta, init)
+        errors.append(float(w2_squared(res.support, exact)))
+    # W2^2 to the exact barycenter falls by more than 10x per decade of reg (measured: 60x, 22x).
+    assert errors[0] > 10 * errors[1] > 100 * errors[2]
+    # Entropic plans shrink the barycenter towards its mean.
+    spread = res.support.var()
+    assert spread < exact.var()
+
+
+def test_sinkhorn_barycenter_matches_pot_and_reports_epsilon():
+    x, beta, init = _instance(41, 6, 10, 2)
+    res = SinkhornBarycenter(reg=0.5, max_iter=20, tol=0.0).solve(x, beta, init)
+    mean = beta @ x.mean(axis=1)
+    scale = 2 * beta @ ((x - mean) ** 2).sum(2).mean(1)
+    assert_allclose(res.epsilon, 0.5 * scale, rtol=1e-13)
+    pot = ot.bregman.free_support_sinkhorn_barycenter(
+        list(x), [_uniform(10)] * 6, init, res.epsilon, weights=beta, numItermax=20, stopThr=0.0,
+        method="sinkhorn_log")
+    assert_allclose(res.support, pot, atol=1e-7)
+    assert res.assignment is None and res.n_iter == 20
+
+
+def test_sinkhorn_maps_are_barycentric_projections_for_all_measures():
+    x, beta, init = _instance(42, 6, 8, 2)
+    beta = np.concatenate([beta[:4] / beta[:4].sum(), [1e-20, 1e-20]])
+    res = SinkhornBarycenter(reg=0.2, tol=1e-6).solve(x, beta, init)
+    assert res.maps.shape == (6, 8, 2) and res.converged
+    for n in range(6):
+        cost = ot.dist(x[n], res.support)
+        plan = ot.sinkhorn(_uniform(8), _uniform(8), cost, res.epsilon, method="sinkhorn_log",
+                           numItermax=10**5, stopThr=1e-13)
+        assert_allclose(res.maps[n], 8 * plan @ res.support, atol=1e-7)
+
+
+# --------------------------------------------------------------------------------------------------
+# variance
+# --------------------------------------------------------------------------------------------------
+
+
+def test_variance_unweighted_and_weighted():
+    x, beta, init = _instance(50, 5, 7, 2)
+    w2 = np.array([ot.emd2(_uniform(7), _uniform(7), ot.dist(xi, init)) for xi in x])
+    assert_allclose(variance(x, init), w2.mean() / 2, rtol=1e-12)
+    assert_allclose(variance(x, init, beta), beta @ w2 / 2, rtol=1e-12)
+    assert variance(x, init, method="sinkhorn", reg=0.2) > variance(x, init)
+
+
+# --------------------------------------------------------------------------------------------------
+# input validation
+# --------------------------------------------------------------------------------------------------
+
+_X, _BETA, _INIT = _instance(60, 3, 4, 2)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: squared_distances(np.ones(3), np.ones((2, 3))), "x must have shape"),
+        (lambda: squared_distances(np.ones((2, 3)), np.ones((2, 2))), "dimension D"),
+        (lambda: w2_squared(np.ones((3, 2)), np.ones((4, 2))), "method='exact'"),
+        (lambda: w2_squared(np.full((3, 2), np.nan), np.ones((3, 2))), "x contains NaN"),
+        (lambda: w2_squared(np.ones((3, 2)), np.ones((3, 2)), method="emd"), "method must be"),
+        (lambda: w2_squared(np.ones((3, 2)), np.ones((3, 2)), "sinkhorn", reg=0.0), r"reg .* \(0"),
+        (lambda: w2_squared(np.ones((3, 2)), np.ones((3, 2)), "sinkhorn", reg=-1), "reg"),
+        (lambda: w2_squared(np.ones((3, 2)), np.ones((3, 2)), workers=0), "workers"),
+        (lambda: w2_squared(np.ones((3, 2)), np.ones((3, 2)) * 1j), "y must be real"),
+        (lambda: ExactBarycenter().solve(_X[0], _BETA, _INIT), "measures must have shape"),
+        (lambda: ExactBarycenter().solve(_X, _BETA, _INIT[:3]), "init must have M = 4"),
+        (lambda: ExactBarycenter().solve(_X, _BETA, _INIT[:, :1]), "init must have D = 2"),
+        (lambda: ExactBarycenter().solve(_X, _BETA[:2], _INIT), "weights must have shape"),
+        (lambda: ExactBarycenter().solve(_X, [0.5, 0.7, -0.2], _INIT), "non-negative"),
+        (lambda: ExactBarycenter().solve(_X, [0.5, 0.5, 0.5], _INIT), "sum to 1"),
+        (lambda: ExactBarycenter().solve(_X, [np.nan, 0.5, 0.5], _INIT), "weights contains NaN"),
+        (lambda: ExactBarycenter().solve(_X, _BETA, np.full((4, 2), np.inf)), "init contains"),
+        (lambda: ExactBarycenter(max_iter=-1), "max_iter"),
+        (lambda: ExactBarycenter(tol=-1e-3), "tol"),
+        (lambda: ExactBarycenter(weight_threshold=1.5), "weight_threshold"),
+        (lambda: SinkhornBarycenter(reg=0), "reg"),
+        (lambda: SinkhornBarycenter(sinkhorn_max_iter=0), "sinkhorn_max_iter"),
+        (lambda: SinkhornBarycenter(sinkhorn_tol=float("nan")), "sinkhorn_tol"),
+        (lambda: variance(_X, _INIT, weights=[1.0, 0.0]), "weights must have shape"),
+    ],
+)
+def test_invalid_inputs_raise_value_error_naming_the_parameter(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_integer_inputs_are_accepted_as_float():
+    x = np.array([[[0], [2]], [[6], [4]]])
+    res = ExactBarycenter().solve(x, [0.5, 0.5], [[0], [1]])
+    assert res.support.dtype == np.float64
+    assert_allclose(res.support[:, 0], [2.0, 4.0])
