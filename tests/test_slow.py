@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from meanfield import CBO, TwoLayerNetwork, sine, train
+from meanfield import CBO, Step, TwoLayerNetwork, sine, train
 
 pytestmark = pytest.mark.slow
 
@@ -27,8 +27,10 @@ def test_variance_factor_many_replicas(n_particles):
     assert abs(ratios.mean() - expected) < 4 * ratios.std(ddof=1) / np.sqrt(len(ratios))
 
 
-def test_paper_scale_cbo_on_sine_reaches_low_risk():
-    """N = 200, M = 100, S' = 800, sigma^2 = 1.6, alpha = 1e5: 60 epochs take the risk below 1e-2."""
-    cbo = CBO(n_particles=200, dt=0.1, drift=1.0, sigma_squared=1.6, alpha=1e5, batch_size=800)
-    ds = train(cbo, TwoLayerNetwork(1, 1, 100), sine(), 60, seed=0)
-    assert float(ds.train_risk[-1]) < 1e-2, ds.train_risk.values[::10]
+def test_paper_scale_cbo_on_sine_reduces_the_risk_tenfold():
+    """The sine study's CBO (N = 200, M = 100, S' = 800, sigma^2 = 1.6, alpha 1e5 x10 / 100 epochs):
+    after 100 epochs the risk is below a tenth of the initial one (the full study's median: 1/30)."""
+    cbo = CBO(n_particles=200, dt=0.1, drift=1.0, sigma_squared=1.6, batch_size=800,
+              alpha=Step(1e5, factor=10.0, every=100, limit=1e7))
+    ds = train(cbo, TwoLayerNetwork(1, 1, 100), sine(), 100, seed=0)
+    assert float(ds.train_risk[-1]) < 0.1 * float(ds.train_risk[0]), ds.train_risk.values[::10]
