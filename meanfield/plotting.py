@@ -33,16 +33,23 @@ def plot_risk(ds, path):
             for i, label in enumerate(ds.method.values):
                 values = ds[var].sel({"method": label})
                 _band(ax, values, ds.epoch, _color(str(label), i), f"{label} (median of {ds.sizes['seed']})")
-            ax.set_yscale("log")
-            ax.set_xlabel("epoch")
             ax.set_title(title)
         loss = "cross-entropy" if "test_accuracy" in ds else "mean squared error"
-        axes[0].set_ylabel(rf"risk $R(\theta)$ ({loss})")
-        fig.legend(*axes[0].get_legend_handles_labels(), loc="center right", fontsize=8)
-        fig.suptitle(f"{ds.attrs['study']}: reported network's risk, quartile band over seeds")
-        fig.tight_layout(rect=(0, 0, 0.8, 1))
-        fig.savefig(path)
-        plt.close(fig)
+        _finish_log_panels(fig, axes, path, rf"risk $R(\theta)$ ({loss})",
+                           f"{ds.attrs['study']}: reported network's risk, quartile band over seeds")
+
+
+def _finish_log_panels(fig, axes, path, ylabel, title):
+    """Log risk axes over epochs, one legend to the right of the panels, saved to ``path``."""
+    for ax in axes:
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+    axes[0].set_ylabel(ylabel)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="center right", fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0, 0.8, 1))
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def _network_of(ds):
@@ -96,15 +103,9 @@ def plot_task_risk(ds, path):
             for i, label in enumerate(ds.method.values):
                 values = getattr(ds.train_risk.sel({"method": label}), reduce)("task")
                 _band(ax, values, ds.epoch, _color(str(label), i), f"{label} ({int(ds.state_bytes.sel({'method': label}).max())} B of state)")
-            ax.set_yscale("log")
-            ax.set_xlabel("epoch")
             ax.set_title(title)
-        axes[0].set_ylabel(r"train risk $R_p$ (mean squared error)")
-        fig.legend(*axes[0].get_legend_handles_labels(), loc="center right", fontsize=8)
-        fig.suptitle(f"{ds.attrs['study']}: {ds.sizes['task']} tasks, quartile band over {ds.sizes['seed']} seeds")
-        fig.tight_layout(rect=(0, 0, 0.8, 1))
-        fig.savefig(path)
-        plt.close(fig)
+        _finish_log_panels(fig, axes, path, r"train risk $R_p$ (mean squared error)",
+                           f"{ds.attrs['study']}: {ds.sizes['task']} tasks, quartile band over {ds.sizes['seed']} seeds")
 
 
 def plot_task_fits(ds, path):
