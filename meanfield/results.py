@@ -99,7 +99,7 @@ def summary_table(ds):
         if "w_variance" in final:
             factor = _decay_factor(ds, str(point["method"]))
             row += [fmt(final["w_variance"]), " / ".join(
-                "{:.0%} (max {:+.2g})".format(*decay_violations(sub[v].transpose(..., "epoch"), factor))
+                "{:.1%} (max {:+.2g})".format(*decay_violations(sub[v].transpose(..., "epoch"), factor))
                 for v in ("w_variance", "w_variance_weighted"))]
         row += [f"{int((sub.diverged_epoch >= 0).sum())} of {sub.sizes['seed']}", fmt(final["wall_time"], spec=".0f")]
         rows.append(row)
