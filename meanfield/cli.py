@@ -18,6 +18,8 @@ def main(argv=None):
     run.add_argument("--quick", action="store_true", help="apply the study's [quick] overrides")
     run.add_argument("--out", help="output .nc path (default results/<name>[-quick].nc)")
     run.add_argument("--data-dir", help="directory of the data files (MNIST IDX)")
+    run.add_argument("--methods", help="comma-separated method labels to run (default: all)")
+    run.add_argument("--seeds", type=int, help="number of seeds, replacing the study's")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     plot = sub.add_parser("plot", help="make the figures of a saved dataset")
     plot.add_argument("result", help="netCDF file written by `meanfield run`")
@@ -26,7 +28,8 @@ def main(argv=None):
 
     try:
         if args.command == "run":
-            study = load_study(args.study, quick=args.quick, data_dir=args.data_dir)
+            study = load_study(args.study, quick=args.quick, data_dir=args.data_dir, seeds=args.seeds,
+                               only_methods=args.methods.split(",") if args.methods else None)
             out = Path(args.out or f"results/{study.name}.nc")
             out.parent.mkdir(parents=True, exist_ok=True)
             ds = run_study(study, out, progress=not args.no_progress)

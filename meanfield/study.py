@@ -71,7 +71,7 @@ def _merge(base, override):
 class Study:
     """A validated study: ``config`` is the effective table (quick overrides applied)."""
 
-    def __init__(self, config, quick=False, source="study", data_dir=None):
+    def __init__(self, config, quick=False, source="study", data_dir=None, only_methods=None, seeds=None):
         config = dict(config)
         if not isinstance(config.get("quick", {}), dict):
             raise StudyError(f"quick in {source} must be a table of overrides")
@@ -82,6 +82,13 @@ class Study:
             _check_keys(overrides, {k: False for k in _TOP if k != "quick"}, f"[quick] of {source}")
             config = _merge(config, overrides)
         _check_keys(config, _TOP, source)
+        if seeds is not None:  # the command line's --seeds replaces the file's
+            config["seeds"] = seeds
+        if only_methods is not None:  # --methods runs a subset of the study's methods
+            unknown = sorted(set(only_methods) - set(config.get("methods", {})))
+            if unknown:
+                raise StudyError(f"--methods: unknown label(s) {unknown}; the study has {sorted(config['methods'])}")
+            config["methods"] = {k: v for k, v in config["methods"].items() if k in only_methods}
         self.config, self.quick, self.source = config, quick, source
         self.name = str(config["name"]) + ("-quick" if quick else "")
         try:
@@ -201,9 +208,10 @@ class Study:
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def load_study(path, quick=False, data_dir=None):
-    """Read and validate a study file; ``quick`` applies its ``[quick]`` overrides and ``data_dir``
-    replaces the problem's data directory."""
+def load_study(path, quick=False, data_dir=None, only_methods=None, seeds=None):
+    """Read and validate a study file; ``quick`` applies its ``[quick]`` overrides, ``data_dir``
+    replaces the problem's data directory, ``only_methods`` keeps those method labels and ``seeds``
+    replaces the number of seeds (finished cells of the other seeds and methods stay on disk)."""
     path = Path(path)
     try:
         with open(path, "rb") as fh:
@@ -212,7 +220,7 @@ def load_study(path, quick=False, data_dir=None):
         raise StudyError(f"study file {path} not found") from None
     except tomllib.TOMLDecodeError as err:
         raise StudyError(f"{path} is not valid TOML: {err}") from None
-    return Study(config, quick=quick, source=str(path), data_dir=data_dir)
+    return Study(config, quick=quick, source=str(path), data_dir=data_dir, only_methods=only_methods, seeds=seeds)
 
 
 def _write(ds, path):

@@ -158,3 +158,15 @@ def test_bad_sweep_is_rejected(study_file):
     study_file.write_text(TINY.replace("[quick]", "[sweep]\nwidth = [2]\n\n[quick]"))
     with pytest.raises(StudyError, match=r"unknown key\(s\) \['width'\] in \[sweep\]"):
         load_study(study_file)
+
+
+def test_method_subset_and_seed_count_from_the_command_line(study_file, tmp_path):
+    out = tmp_path / "sub.nc"
+    assert main(["run", str(study_file), "--out", str(out), "--no-progress", "--methods", "adam", "--seeds", "1"]) == 0
+    ds = xr.open_dataset(out, engine=NETCDF_ENGINE).load()
+    assert list(ds.method.values) == ["adam"] and ds.sizes["seed"] == 1
+    assert ds.attrs["seeds"] == 1
+    with pytest.raises(StudyError, match=r"--methods: unknown label\(s\) \['sgd'\]"):
+        load_study(study_file, only_methods=["sgd"])
+    with pytest.raises(StudyError, match="seeds must be >= 1"):
+        load_study(study_file, seeds=0)
