@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 
 from meanfield.network import TwoLayerNetwork  # noqa: E402
 from meanfield.problems import make_problem  # noqa: E402
-from meanfield.results import SWEEP_DIMS, cells_of, fit_slope, instability, last_recorded, summary_table  # noqa: E402
+from meanfield.results import SWEEP_DIMS, fit_slope, instability, last_recorded, summary_table  # noqa: E402
 
 __all__ = ["plot_risk", "plot_fits", "plot_task_risk", "plot_task_fits", "plot_instability", "plot_accuracy",
            "plot_dataset"]

@@ -3,7 +3,6 @@ r"""The data sets of the paper's experiments, each with a held-out test set draw
 Regression problems draw :math:`x \sim U[0, 1]` and :math:`y = f(x) + \text{noise\_std}\,\xi`.
 """
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np

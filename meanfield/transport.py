@@ -28,6 +28,8 @@ import array_api_compat
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from meanfield._validate import check_float, check_int
+
 __all__ = [
     "BarycenterResult",
     "ExactBarycenter",
@@ -86,18 +88,6 @@ def _check_weights(xp, w, n, dtype):
     if abs(total - 1.0) > math.sqrt(xp.finfo(w.dtype).eps):
         raise ValueError(f"weights must sum to 1, got sum {total:.10g}")
     return xp.astype(w, dtype, copy=False)
-
-
-def _check_real(value, name, low, high=math.inf, low_open=False):
-    ok = isinstance(value, numbers.Real) and math.isfinite(value) and low <= value <= high
-    if not ok or (low_open and value == low):
-        interval = f"{'(' if low_open else '['}{low}, {high}{']' if high < math.inf else ')'}"
-        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
-
-
-def _check_count(value, name, low):
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
 def _check_workers(workers):
@@ -314,9 +304,9 @@ def w2_squared(
     Machine Learning 11(5-6).
     """
     _check_method(method)
-    _check_real(reg, "reg", 0, low_open=True)
-    _check_count(sinkhorn_max_iter, "sinkhorn_max_iter", 1)
-    _check_real(sinkhorn_tol, "sinkhorn_tol", 0)
+    check_float("reg", reg, low=0, low_open=True)
+    check_int("sinkhorn_max_iter", sinkhorn_max_iter, low=1)
+    check_float("sinkhorn_tol", sinkhorn_tol, low=0)
     _check_workers(workers)
     xp, (x, y) = _namespace(x, y)
     x = _check_atoms(xp, x, "x", ("...", "M", "D"))
@@ -497,9 +487,9 @@ class ExactBarycenter:
     workers: int = 1
 
     def __post_init__(self):
-        _check_count(self.max_iter, "max_iter", 0)
-        _check_real(self.tol, "tol", 0)
-        _check_real(self.weight_threshold, "weight_threshold", 0, 1)
+        check_int("max_iter", self.max_iter, low=0)
+        check_float("tol", self.tol, low=0)
+        check_float("weight_threshold", self.weight_threshold, low=0, high=1)
         _check_workers(self.workers)
 
     def solve(self, measures, weights, init):
@@ -614,12 +604,12 @@ class SinkhornBarycenter:
     weight_threshold: float = 1e-12
 
     def __post_init__(self):
-        _check_real(self.reg, "reg", 0, low_open=True)
-        _check_count(self.max_iter, "max_iter", 0)
-        _check_real(self.tol, "tol", 0)
-        _check_count(self.sinkhorn_max_iter, "sinkhorn_max_iter", 1)
-        _check_real(self.sinkhorn_tol, "sinkhorn_tol", 0)
-        _check_real(self.weight_threshold, "weight_threshold", 0, 1)
+        check_float("reg", self.reg, low=0, low_open=True)
+        check_int("max_iter", self.max_iter, low=0)
+        check_float("tol", self.tol, low=0)
+        check_int("sinkhorn_max_iter", self.sinkhorn_max_iter, low=1)
+        check_float("sinkhorn_tol", self.sinkhorn_tol, low=0)
+        check_float("weight_threshold", self.weight_threshold, low=0, high=1)
 
     def _plans(self, xp, x, x_sq, support, eps, f, g):
         """Entropic plans of x (B, M, D) to support (warm start f, g) and their transport costs.
