@@ -24,3 +24,12 @@ def check_float(name, value, low=None, high=None, low_open=False, high_open=Fals
     ):
         raise ValueError(f"{name} must be in {span}, got {value}")
     return float(value)
+
+
+def check_workers(workers):
+    """Thread count: an integer >= 1, or -1 for every CPU."""
+    if not isinstance(workers, numbers.Integral) or isinstance(workers, bool) or not (
+        workers >= 1 or workers == -1
+    ):
+        raise ValueError(f"workers must be an integer >= 1, or -1 for all CPUs, got {workers!r}")
+    return int(workers)

@@ -35,7 +35,9 @@ __all__ = ["OTCBO", "OTCBOState", "MultiTaskOTCBO"]
 @dataclass
 class OTCBOState:
     """theta (N, M, D): the atoms of every particle measure. consensus (M, D): barycenter support of
-    the last step; w2 (N,): W2^2 of the particles entering that step to it; weights (N,)."""
+    the last step; w2 (N,): W2^2 of the particles entering that step to it; weights (N,).
+    warm_start: the last exact BarycenterResult (one per task for multi-task), whose assignments and
+    potentials start the next step's assignment solver; a cache, not part of the dynamics."""
 
     theta: Any
     risks: Any = None
@@ -45,6 +47,7 @@ class OTCBOState:
     iteration: int = 0
     barycenter_iterations: int = 0
     barycenter_time: float = 0.0
+    warm_start: Any = None
 
 
 class OTCBO:
@@ -101,9 +104,12 @@ class OTCBO:
         self.batch_size = check_int("batch_size", batch_size, low=1)
         self.init_scale = check_float("init_scale", init_scale, low=0, low_open=True)
 
-    def _barycenter(self, theta, weights, init):
+    def _barycenter(self, theta, weights, init, warm_start=None):
         start = time.perf_counter()
-        result = self.solver.solve(theta, weights, init)
+        if self.barycenter == "exact":
+            result = self.solver.solve(theta, weights, init, warm_start=warm_start)
+        else:
+            result = self.solver.solve(theta, weights, init)
         elapsed = time.perf_counter() - start
         # exact maps are optimal for the final support, so they give W2^2 directly; entropic maps do not
         if self.barycenter == "exact":
@@ -118,18 +124,18 @@ class OTCBO:
         xp = namespace(theta := network.init(self.n_particles, self.init_scale, rng))
         weights = xp.full((self.n_particles,), 1.0 / self.n_particles, dtype=theta.dtype)
         result, w2, elapsed = self._barycenter(theta, weights, theta[0])
-        return OTCBOState(theta, None, result.support, weights, w2, 0, result.n_iter, elapsed)
+        return OTCBOState(theta, None, result.support, weights, w2, 0, result.n_iter, elapsed, result)
 
     def step(self, state, network, x, y, epoch, rng):
         xp = namespace(state.theta)
         risks = network.risk(state.theta, x, y)
         weights = gibbs_weights(risks, self.alpha(epoch))
-        result, w2, elapsed = self._barycenter(state.theta, weights, state.consensus)
+        result, w2, elapsed = self._barycenter(state.theta, weights, state.consensus, state.warm_start)
         sigma = math.sqrt(self.sigma_squared) * self.noise_decay(state.iteration)
         xi = xp.asarray(rng.standard_normal(state.theta.shape))
         theta = cbo_update(state.theta, result.maps, self.dt, self.drift, sigma, self.noise, xi)
         return OTCBOState(theta, risks, result.support, weights, w2, state.iteration + 1,
-                          state.barycenter_iterations + result.n_iter, state.barycenter_time + elapsed)
+                          state.barycenter_iterations + result.n_iter, state.barycenter_time + elapsed, result)
 
     def report(self, state):
         """The barycenter network of the last step."""
@@ -174,11 +180,13 @@ class MultiTaskOTCBO(OTCBO):
         risks = network.risk_matrix(state.theta, x, y)
         weights = gibbs_weights(risks, self.alpha(epoch), axis=0)  # (N, P)
         previous = state.consensus if state.consensus.ndim == 3 else xp.stack([state.consensus] * n_tasks)
-        supports, targets, w2 = [], xp.zeros_like(state.theta), []
+        warm = state.warm_start if isinstance(state.warm_start, tuple) else (state.warm_start,) * n_tasks
+        supports, targets, w2, results = [], xp.zeros_like(state.theta), [], []
         iterations, elapsed = 0, 0.0
         for p in range(n_tasks):  # one barycenter per task; each solve is compiled/vectorised over particles
-            result, w2_p, seconds = self._barycenter(state.theta, weights[:, p], previous[p])
+            result, w2_p, seconds = self._barycenter(state.theta, weights[:, p], previous[p], warm[p])
             supports.append(result.support)
+            results.append(result)
             own = xp.asarray(assign == p)
             targets = xp.where(own[:, None, None], result.maps, targets)
             w2.append(w2_p)
@@ -187,7 +195,7 @@ class MultiTaskOTCBO(OTCBO):
         xi = xp.asarray(rng.standard_normal(state.theta.shape))
         theta = cbo_update(state.theta, targets, self.dt, self.drift, sigma, self.noise, xi)
         return OTCBOState(theta, risks, xp.stack(supports), weights, xp.stack(w2, axis=1), state.iteration + 1,
-                          state.barycenter_iterations + iterations, state.barycenter_time + elapsed)
+                          state.barycenter_iterations + iterations, state.barycenter_time + elapsed, tuple(results))
 
     def report(self, state):
         """Every task's barycenter network, (P, M, D) (one unweighted barycenter before the first step)."""

@@ -225,6 +225,36 @@ def test_exact_max_iter_zero_and_workers_give_same_result():
     assert_array_equal(one.assignment, two.assignment)
 
 
+@pytest.mark.parametrize("threshold", [0.0, 1e-12])
+def test_warm_start_from_previous_result_changes_nothing_but_speed(threshold):
+    """As in OT-CBO: the measures move a little towards the last barycenter, and the next solve
+    starts from its support, assignments and potentials."""
+    rng = np.random.default_rng(40)
+    x, _, init = _instance(40, 12, 15, 2)
+    logits = -30.0 * rng.uniform(size=12)  # Gibbs-like: some measures fall below the threshold
+    beta = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    solver = ExactBarycenter(weight_threshold=threshold)
+    first = solver.solve(x, beta, init)
+    assert first.potentials.shape == (12, 15)
+    moved = x - 0.1 * (x - first.maps) + 0.05 * rng.standard_normal(x.shape)
+    warm = solver.solve(moved, beta, first.support, warm_start=first)
+    cold = solver.solve(moved, beta, first.support)
+    assert_allclose(warm.support, cold.support, rtol=0, atol=1e-13)
+    assert_array_equal(warm.assignment, cold.assignment)
+    assert warm.n_iter == cold.n_iter
+    assert_allclose(warm.history, cold.history, rtol=1e-13)
+
+
+def test_warm_start_must_be_a_matching_exact_result():
+    x, beta, init = _instance(41, 5, 6, 2)
+    exact = ExactBarycenter().solve(x, beta, init)
+    with pytest.raises(ValueError, match="warm_start must come from N = 4 measures of M = 6"):
+        ExactBarycenter().solve(x[:4], beta[:4] / beta[:4].sum(), init, warm_start=exact)
+    entropic = SinkhornBarycenter().solve(x, beta, init)
+    with pytest.raises(ValueError, match="warm_start must be a BarycenterResult of ExactBarycenter"):
+        ExactBarycenter().solve(x, beta, init, warm_start=entropic)
+
+
 # --------------------------------------------------------------------------------------------------
 # Sinkhorn barycenter
 # --------------------------------------------------------------------------------------------------
