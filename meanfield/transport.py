@@ -510,7 +510,7 @@ class ExactBarycenter:
         warm = _warm_arrays(warm_start, B, M)
         centre = xp.tensordot(beta, xp.mean(x, axis=1), axes=1)
         active, rest = _split(xp, beta, self.weight_threshold)
-        xa = xp.take(x, active, axis=0) - centre
+        xa = (xp.take(x, active, axis=0) if rest.shape[0] else x) - centre  # no copy when all take part
         xa_sq = xp.sum(xa * xa, axis=(1, 2))
         xa1 = _with_ones(xp, xa)
         wa = xp.take(beta, active, axis=0)
