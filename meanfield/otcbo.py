@@ -47,6 +47,7 @@ class OTCBOState:
     iteration: int = 0
     barycenter_iterations: int = 0
     barycenter_time: float = 0.0
+    barycenter_unconverged: int = 0
     warm_start: Any = None
 
 
@@ -124,7 +125,8 @@ class OTCBO:
         xp = namespace(theta := network.init(self.n_particles, self.init_scale, rng))
         weights = xp.full((self.n_particles,), 1.0 / self.n_particles, dtype=theta.dtype)
         result, w2, elapsed = self._barycenter(theta, weights, theta[0])
-        return OTCBOState(theta, None, result.support, weights, w2, 0, result.n_iter, elapsed, result)
+        return OTCBOState(theta, None, result.support, weights, w2, 0, result.n_iter, elapsed,
+                          int(not result.converged), result)
 
     def step(self, state, network, x, y, epoch, rng):
         xp = namespace(state.theta)
@@ -135,7 +137,8 @@ class OTCBO:
         xi = xp.asarray(rng.standard_normal(state.theta.shape))
         theta = cbo_update(state.theta, result.maps, self.dt, self.drift, sigma, self.noise, xi)
         return OTCBOState(theta, risks, result.support, weights, w2, state.iteration + 1,
-                          state.barycenter_iterations + result.n_iter, state.barycenter_time + elapsed, result)
+                          state.barycenter_iterations + result.n_iter, state.barycenter_time + elapsed,
+                          state.barycenter_unconverged + int(not result.converged), result)
 
     def report(self, state):
         """The barycenter network of the last step."""
@@ -143,10 +146,11 @@ class OTCBO:
 
     def diagnostics(self, state):
         """Per-epoch extras: both W-over-W variances of the particles entering the last step around
-        its barycenter (eq. 64), and the cumulative barycenter iterations and seconds."""
+        its barycenter (eq. 64), and the cumulative barycenter iterations, seconds and unconverged solves."""
         xp = namespace(state.w2)
         return {"w_variance": 0.5 * xp.mean(state.w2), "w_variance_weighted": 0.5 * xp.sum(state.weights * state.w2),
-                "barycenter_iterations": state.barycenter_iterations, "barycenter_time": state.barycenter_time}
+                "barycenter_iterations": state.barycenter_iterations, "barycenter_time": state.barycenter_time,
+                "barycenter_unconverged": state.barycenter_unconverged}
 
 
 class MultiTaskOTCBO(OTCBO):
@@ -182,7 +186,7 @@ class MultiTaskOTCBO(OTCBO):
         previous = state.consensus if state.consensus.ndim == 3 else xp.stack([state.consensus] * n_tasks)
         warm = state.warm_start if isinstance(state.warm_start, tuple) else (state.warm_start,) * n_tasks
         supports, targets, w2, results = [], xp.zeros_like(state.theta), [], []
-        iterations, elapsed = 0, 0.0
+        iterations, elapsed, unconverged = 0, 0.0, 0
         for p in range(n_tasks):  # one barycenter per task; each solve is compiled/vectorised over particles
             result, w2_p, seconds = self._barycenter(state.theta, weights[:, p], previous[p], warm[p])
             supports.append(result.support)
@@ -191,11 +195,13 @@ class MultiTaskOTCBO(OTCBO):
             targets = xp.where(own[:, None, None], result.maps, targets)
             w2.append(w2_p)
             iterations, elapsed = iterations + result.n_iter, elapsed + seconds
+            unconverged += int(not result.converged)
         sigma = math.sqrt(self.sigma_squared) * self.noise_decay(state.iteration)
         xi = xp.asarray(rng.standard_normal(state.theta.shape))
         theta = cbo_update(state.theta, targets, self.dt, self.drift, sigma, self.noise, xi)
         return OTCBOState(theta, risks, xp.stack(supports), weights, xp.stack(w2, axis=1), state.iteration + 1,
-                          state.barycenter_iterations + iterations, state.barycenter_time + elapsed, tuple(results))
+                          state.barycenter_iterations + iterations, state.barycenter_time + elapsed,
+                          state.barycenter_unconverged + unconverged, tuple(results))
 
     def report(self, state):
         """Every task's barycenter network, (P, M, D) (one unweighted barycenter before the first step)."""
@@ -210,4 +216,5 @@ class MultiTaskOTCBO(OTCBO):
         unweighted = xp.sum(own * state.w2, axis=0) / xp.sum(own, axis=0)
         return {"w_variance": 0.5 * xp.mean(unweighted),
                 "w_variance_weighted": 0.5 * xp.mean(xp.sum(state.weights * state.w2, axis=0)),
-                "barycenter_iterations": state.barycenter_iterations, "barycenter_time": state.barycenter_time}
+                "barycenter_iterations": state.barycenter_iterations, "barycenter_time": state.barycenter_time,
+                "barycenter_unconverged": state.barycenter_unconverged}

@@ -25,6 +25,8 @@ DIAGNOSTICS = {
     "w_variance_weighted": "OT-CBO: (1/2) sum_n beta_n W2^2(mu_n, barycenter), the barycenter objective",
     "barycenter_iterations": "OT-CBO: fixed-point iterations of all barycenters so far",
     "barycenter_time": "OT-CBO: seconds spent in barycenters so far",
+    "barycenter_unconverged": "OT-CBO: barycenter solves so far that stopped at barycenter_max_iter, or whose "
+                              "Sinkhorn plans missed their marginal tolerance",
 }
 
 

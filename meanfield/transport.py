@@ -528,7 +528,7 @@ class ExactBarycenter:
             perm, w2, pot = _exact_step(xp, xa1, xa_sq, support, self.workers, (pot, np.asarray(perm)))
             history.append(0.5 * float(xp.sum(wa * w2)))
             n_iter += 1
-            converged = history[-2] - history[-1] <= self.tol * history[-2]
+            converged = history[-2] - history[-1] <= self.tol * abs(history[-2])
         potentials = np.empty((B, M))
         potentials[rows_a] = pot
         if rest.shape[0]:
@@ -687,7 +687,7 @@ class SinkhornBarycenter:
             f, g, plan, cost, ok = self._plans(xp, xa, xa_sq, support, eps, f, g)
             history.append(0.5 * float(xp.sum(wa * cost)))
             n_iter += 1
-            converged = abs(history[-2] - history[-1]) <= self.tol * history[-2]
+            converged = abs(history[-2] - history[-1]) <= self.tol * abs(history[-2])
         maps = M * (plan @ support)
         if rest.shape[0]:
             xr = xp.take(x, rest, axis=0)

@@ -245,6 +245,18 @@ def test_warm_start_from_previous_result_changes_nothing_but_speed(threshold):
     assert_allclose(warm.history, cold.history, rtol=1e-13)
 
 
+@pytest.mark.parametrize("seed", range(10))
+def test_one_dominant_measure_stops_at_once(seed):
+    """Gibbs weights at large alpha often leave one measure: the barycenter is that measure and the
+    objective is 0 up to rounding, sometimes negative (seeds 2, 3, 7 here). The fixed point must stop
+    after one update instead of running to max_iter."""
+    x = np.random.default_rng(seed).standard_normal((5, 10, 3)) * 3 + 1
+    beta = np.array([0.0, 1.0, 0.0, 0.0, 0.0])
+    res = ExactBarycenter().solve(x, beta, x[1][::-1])
+    assert res.converged and res.n_iter == 1
+    assert_allclose(res.support, x[1][::-1], rtol=1e-12)
+
+
 def test_warm_start_must_be_a_matching_exact_result():
     x, beta, init = _instance(41, 5, 6, 2)
     exact = ExactBarycenter().solve(x, beta, init)
