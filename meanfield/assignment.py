@@ -157,7 +157,9 @@ def _solve(c, potentials, assignment, warm):
         _augment(c, u, v, row_of_col, free[t], shortest, done, back)
     for j in range(1, m + 1):
         assignment[row_of_col[j] - 1] = j - 1
-    potentials[:] = v[1:]
+    # Potentials are defined up to a constant; centring keeps them from drifting over many warm
+    # starts (each augmentation lowers some of them), which would cost precision in c - v.
+    potentials[:] = v[1:] - np.mean(v[1:])
     return len(remaining) + extra
 
 

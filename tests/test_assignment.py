@@ -64,6 +64,20 @@ def test_warm_start_from_arbitrary_permutation_and_potentials():
     _assert_certified(cost, perm, potentials)
 
 
+def test_potentials_stay_bounded_over_many_warm_starts():
+    """As in a long OT-CBO run: thousands of warm starts on slowly moving costs. The potentials
+    are centred, so they stay on the scale of the costs instead of drifting."""
+    rng = np.random.default_rng(6)
+    cost = rng.uniform(size=(4, 20, 20))
+    perm, potentials = linear_assignment(cost)
+    for _ in range(2000):
+        cost = np.clip(cost + 0.05 * rng.standard_normal(cost.shape), 0, 1)
+        perm, potentials = linear_assignment(cost, potentials, perm)
+    assert np.abs(potentials).max() <= 2.0  # costs lie in [0, 1]
+    assert_allclose(potentials.mean(axis=1), 0, atol=1e-12)
+    assert_array_equal(perm, _scipy(cost))
+
+
 def test_squared_distance_costs_far_from_origin():
     """The barycenter's costs: |y|^2 - 2 x.y with large offsets; rows equal up to rounding."""
     rng = np.random.default_rng(4)
