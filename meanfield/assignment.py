@@ -89,6 +89,7 @@ def _solve(c, potentials, assignment, warm):
             best = np.inf
             for j in range(m):
                 best = min(best, c[i, j] - v[j + 1])
+            u[i + 1] = best  # stays feasible: potentials v only decrease from here on
             j = assignment[i]
             if c[i, j] - v[j + 1] <= best and row_of_col[j + 1] == 0:
                 row_of_col[j + 1] = i + 1
@@ -125,6 +126,7 @@ def _solve(c, potentials, assignment, warm):
             j1 = j2
             owner = row_of_col[j1]
         row_of_col[j1] = i
+        u[i] = c[i - 1, j1 - 1] - v[j1]  # tight, and the row's minimum (up to rounding)
         if owner:
             if first < second:
                 k -= 1
@@ -133,34 +135,20 @@ def _solve(c, potentials, assignment, warm):
                 free[n_free] = owner
                 n_free += 1
 
-    # Row potentials; a matched row that rounding left a hair above its minimum is re-augmented.
-    remaining = free[k:n_free].copy()
-    for i in range(m):
-        best = np.inf
-        for j in range(m):
-            best = min(best, c[i, j] - v[j + 1])
-        u[i + 1] = best
-    extra = 0
-    for j in range(1, m + 1):
-        i = row_of_col[j]
-        if i and c[i - 1, j - 1] - v[j] > u[i]:
-            row_of_col[j] = 0
-            free[extra] = i
-            extra += 1
-
+    # Invariant here: every matched row is tight (u_i + v_j = c_ij) and no reduced cost is
+    # negative, so the shortest augmenting paths below keep the matching optimal.
+    remaining = free[k:n_free]
     shortest = np.empty(m + 1)
     done = np.empty(m + 1, np.bool_)
     back = np.zeros(m + 1, np.int64)
     for i in remaining:
         _augment(c, u, v, row_of_col, i, shortest, done, back)
-    for t in range(extra):
-        _augment(c, u, v, row_of_col, free[t], shortest, done, back)
     for j in range(1, m + 1):
         assignment[row_of_col[j] - 1] = j - 1
     # Potentials are defined up to a constant; centring keeps them from drifting over many warm
     # starts (each augmentation lowers some of them), which would cost precision in c - v.
     potentials[:] = v[1:] - np.mean(v[1:])
-    return len(remaining) + extra
+    return len(remaining)
 
 
 @numba.njit(cache=True, nogil=True)
