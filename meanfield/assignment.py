@@ -14,8 +14,10 @@ re-assigned. That warm start is what scipy's ``linear_sum_assignment`` cannot ta
 
 Algorithm (Jonker and Volgenant, 1987): the rows left free go through the augmenting row reduction
 (an auction-like pass that settles most of them in O(M) each), and the rest through shortest
-augmenting paths (Dijkstra on reduced costs, O(M^2) each). The result is exactly optimal, like
-scipy's; ties may be broken differently. Compiled with numba; the batch can be split over threads.
+augmenting paths (Dijkstra on reduced costs, O(M^2) each). The result is optimal like scipy's, up
+to rounding in the reduced costs (the tests check the LP certificate to 1e-12 of the cost scale);
+ties may be broken differently. The potentials are returned centred (mean 0). Compiled with numba,
+so it runs on the CPU (array-API callers pass host copies); the batch can be split over threads.
 
 References
 ----------
