@@ -77,8 +77,9 @@ def _augment(c, u, v, row_of_col, row, shortest, done, back):
 
 
 @numba.njit(cache=True, nogil=True)
-def _solve(c, potentials, assignment, warm):
-    """One problem, in place: ``assignment[i]`` column of row i, ``potentials[j]`` v_j."""
+def _solve(c, potentials, assignment, inverse, warm):
+    """One problem, in place: ``assignment[i]`` column of row i, ``inverse[j]`` row of column j,
+    ``potentials[j]`` v_j."""
     m = c.shape[0]
     u = np.zeros(m + 1)
     v = np.zeros(m + 1)
@@ -147,6 +148,7 @@ def _solve(c, potentials, assignment, warm):
         _augment(c, u, v, row_of_col, i, shortest, done, back)
     for j in range(1, m + 1):
         assignment[row_of_col[j] - 1] = j - 1
+        inverse[j - 1] = row_of_col[j] - 1
     # Potentials are defined up to a constant; centring keeps them from drifting over many warm
     # starts (each augmentation lowers some of them), which would cost precision in c - v.
     potentials[:] = v[1:] - np.mean(v[1:])
@@ -154,11 +156,35 @@ def _solve(c, potentials, assignment, warm):
 
 
 @numba.njit(cache=True, nogil=True)
-def _solve_batch(cost, potentials, assignment, warm):
+def _solve_batch(cost, potentials, assignment, inverse, warm):
     augmented = 0
     for b in range(cost.shape[0]):
-        augmented += _solve(cost[b], potentials[b], assignment[b], warm)
+        augmented += _solve(cost[b], potentials[b], assignment[b], inverse[b], warm)
     return augmented
+
+
+def _assign(cost, potentials, assignment, workers):
+    """The unchecked core of :func:`linear_assignment`: cost float64, C-contiguous (B, M, M);
+    potentials and assignment (B, M) are None (cold start) or valid arrays, overwritten. Returns
+    (assignment, potentials, inverse), inverse[b, j] the row matched to column j."""
+    batch, m = cost.shape[:2]
+    warm = potentials is not None
+    if not warm:
+        potentials = np.zeros((batch, m))
+        assignment = np.zeros((batch, m), dtype=np.intp)
+    inverse = np.empty((batch, m), dtype=np.intp)
+    if batch == 0 or m == 0:
+        return assignment, potentials, inverse
+    workers = (os.cpu_count() or 1) if workers == -1 else workers
+    chunks = np.array_split(np.arange(batch), min(workers, batch))
+    if len(chunks) == 1:
+        _solve_batch(cost, potentials, assignment, inverse, warm)
+    else:  # the compiled solver releases the GIL; each thread owns a slice of the batch
+        with ThreadPoolExecutor(len(chunks)) as pool:
+            list(pool.map(lambda s: _solve_batch(cost[s[0]:s[-1] + 1], potentials[s[0]:s[-1] + 1],
+                                                 assignment[s[0]:s[-1] + 1], inverse[s[0]:s[-1] + 1],
+                                                 warm), chunks))
+    return assignment, potentials, inverse
 
 
 def linear_assignment(cost, potentials=None, assignment=None, workers=1):
@@ -215,18 +241,4 @@ def linear_assignment(cost, potentials=None, assignment=None, workers=1):
         if m and not np.array_equal(np.sort(assignment, axis=1),
                                     np.broadcast_to(np.arange(m), (batch, m))):
             raise ValueError("assignment must hold a permutation of 0..M-1 in every row")
-    else:
-        potentials = np.zeros((batch, m))
-        assignment = np.zeros((batch, m), dtype=np.intp)
-    if batch == 0 or m == 0:
-        return assignment, potentials
-    workers = (os.cpu_count() or 1) if workers == -1 else workers
-    chunks = np.array_split(np.arange(batch), min(workers, batch))
-    if len(chunks) == 1:
-        _solve_batch(cost, potentials, assignment, warm)
-    else:  # the compiled solver releases the GIL; each thread owns a slice of the batch
-        with ThreadPoolExecutor(len(chunks)) as pool:
-            list(pool.map(lambda s: _solve_batch(cost[s[0]:s[-1] + 1],
-                                                 potentials[s[0]:s[-1] + 1],
-                                                 assignment[s[0]:s[-1] + 1], warm), chunks))
-    return assignment, potentials
+    return _assign(cost, potentials, assignment, workers)[:2]

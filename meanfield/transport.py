@@ -25,7 +25,7 @@ import array_api_compat
 import numpy as np
 
 from meanfield._validate import check_float, check_int, check_workers
-from meanfield.assignment import linear_assignment
+from meanfield.assignment import _assign
 
 __all__ = [
     "BarycenterResult",
@@ -147,11 +147,13 @@ def _sqdist(xp, x, y):
 
 
 def _assignments(xp, cost, workers, warm=None):
-    """Optimal permutation of each square cost matrix: (B, M, M) -> (B, M), row i -> column, and
-    the certifying column potentials (B, M) (numpy). ``warm``: (potentials, assignment) to start
-    from."""
-    perm, potentials = linear_assignment(np.asarray(cost), *(warm or (None, None)), workers=workers)
-    return xp.asarray(perm, device=array_api_compat.device(cost)), potentials
+    """Optimal permutation of each square cost matrix (B, M, M): row i -> column (B, M), its
+    inverse (B, M), both on the cost's device, and the certifying column potentials (B, M) (numpy).
+    ``warm``: (potentials, assignment) numpy arrays to start from; they are overwritten."""
+    host = np.ascontiguousarray(np.asarray(cost), dtype=np.float64)  # finite: inputs are checked
+    perm, potentials, inverse = _assign(host, *(warm or (None, None)), workers)
+    device = array_api_compat.device(cost)
+    return xp.asarray(perm, device=device), xp.asarray(inverse, device=device), potentials
 
 
 def _gather_rows(xp, points, index):
@@ -306,7 +308,7 @@ def w2_squared(
     if method == "exact":
         xb = xp.reshape(xp.broadcast_to(x, batch + (M, D)), (B, M, D))
         yb = xp.reshape(xp.broadcast_to(y, batch + (M, D)), (B, M, D))
-        perm, _ = _assignments(xp, flat_cost, workers)
+        perm, _, _ = _assignments(xp, flat_cost, workers)
         return xp.reshape(_matched_w2(xp, xb, _gather_rows(xp, yb, perm)), batch)
     eps = _relative_eps(xp, flat_cost, reg)
     f = xp.zeros((B, M), dtype=dtype, device=array_api_compat.device(x))
@@ -395,7 +397,8 @@ def _merge(xp, first, a, second, b):
 
 
 def _exact_step(xp, x1, x_sq, support, workers, warm):
-    """Optimal permutations of every measure to ``support``, their W2^2 (B,) and potentials.
+    """Optimal permutations of every measure to ``support``, their inverses, W2^2 (B,) and
+    potentials.
 
     The assignment only needs |y_j|^2 - 2 x_i.y_j (|x_i|^2 is constant along a row), which is one
     product [x, 1] @ [-2 y, |y|^2]^T with ``x1`` = [x, 1] (B, M, D + 1) built once per solve (at
@@ -404,10 +407,10 @@ def _exact_step(xp, x1, x_sq, support, workers, warm):
     B, M, _ = x1.shape
     y1 = xp.concat([-2 * support, xp.sum(support * support, axis=1)[:, None]], axis=1)
     cost = xp.reshape(xp.reshape(x1, (B * M, -1)) @ xp.matrix_transpose(y1), (B, M, M))  # one GEMM
-    perm, potentials = _assignments(xp, cost, workers, warm)
+    perm, inverse, potentials = _assignments(xp, cost, workers, warm)
     rows = xp.arange(B * M, dtype=perm.dtype, device=array_api_compat.device(perm))
     chosen = xp.take(xp.reshape(cost, (-1,)), rows * M + xp.reshape(perm, (-1,)))
-    return perm, (x_sq + xp.sum(xp.reshape(chosen, (B, M)), axis=1)) / M, potentials
+    return perm, inverse, (x_sq + xp.sum(xp.reshape(chosen, (B, M)), axis=1)) / M, potentials
 
 
 def _with_ones(xp, x):
@@ -518,14 +521,15 @@ class ExactBarycenter:
         support = init - centre
         rows_a = np.asarray(active)
         warm_a = None if warm is None else (warm[0][rows_a], warm[1][rows_a])
-        perm, w2, pot = _exact_step(xp, xa1, xa_sq, support, self.workers, warm_a)
+        perm, inverse, w2, pot = _exact_step(xp, xa1, xa_sq, support, self.workers, warm_a)
         history = [0.5 * float(xp.sum(wa * w2))]
         converged = False
         n_iter = 0
         while n_iter < self.max_iter and not converged:
             # y_j = sum_n beta_n x_{n, pi_n^{-1}(j)}: gather each measure in barycenter order.
-            support = xp.tensordot(share, _gather_rows(xp, xa, xp.argsort(perm, axis=1)), axes=1)
-            perm, w2, pot = _exact_step(xp, xa1, xa_sq, support, self.workers, (pot, np.asarray(perm)))
+            support = xp.tensordot(share, _gather_rows(xp, xa, inverse), axes=1)
+            perm, inverse, w2, pot = _exact_step(xp, xa1, xa_sq, support, self.workers,
+                                                 (pot, np.asarray(perm)))
             history.append(0.5 * float(xp.sum(wa * w2)))
             n_iter += 1
             converged = history[-2] - history[-1] <= self.tol * abs(history[-2])
@@ -535,7 +539,7 @@ class ExactBarycenter:
             rows_r = np.asarray(rest)
             xr = xp.take(x, rest, axis=0) - centre
             warm_r = None if warm is None else (warm[0][rows_r], warm[1][rows_r])
-            perm_r, _, potentials[rows_r] = _exact_step(
+            perm_r, _, _, potentials[rows_r] = _exact_step(
                 xp, _with_ones(xp, xr), xp.sum(xr * xr, axis=(1, 2)), support, self.workers, warm_r)
             perm = _merge(xp, active, perm, rest, perm_r)
         support = support + centre
