@@ -39,41 +39,66 @@ __all__ = ["linear_assignment"]
 
 
 @numba.njit(cache=True, nogil=True)
-def _augment(c, u, v, row_of_col, row, shortest, done, back):
-    """Shortest augmenting path from the free ``row`` (Hungarian method, 1-based: column 0 is a
-    dummy holding ``row``); updates the potentials u, v and the matching ``row_of_col``."""
+def _augment(c, v, row_of_col, col_of_row, start, dist, pred, cols):
+    """Shortest augmenting path from the free row ``start`` (Dijkstra on the reduced costs
+    c_ij - v_j, as in Jonker and Volgenant): columns are settled in batches of equal distance, only
+    the settled ones get new potentials, and the path is flipped into the matching."""
     m = c.shape[0]
-    row_of_col[0] = row
-    col = 0
-    shortest[:] = np.inf
-    done[:] = False
-    while True:
-        done[col] = True
-        i = row_of_col[col]
-        delta = np.inf
-        nxt = 0
-        for j in range(1, m + 1):
-            if not done[j]:
-                reduced = c[i - 1, j - 1] - u[i] - v[j]
-                if reduced < shortest[j]:
-                    shortest[j] = reduced
-                    back[j] = col
-                if shortest[j] < delta:
-                    delta = shortest[j]
-                    nxt = j
-        for j in range(m + 1):
-            if done[j]:
-                u[row_of_col[j]] += delta
-                v[j] -= delta
-            else:
-                shortest[j] -= delta
-        col = nxt
-        if row_of_col[col] == 0:
+    for j in range(m):
+        cols[j] = j
+        pred[j] = start
+        dist[j] = c[start, j] - v[j]
+    lo = hi = ready = 0
+    end = -1
+    while end < 0:
+        if lo == hi:  # move the columns at the smallest tentative distance to cols[lo:hi]
+            ready = lo
+            hi = lo + 1
+            low = dist[cols[lo]]
+            for k in range(hi, m):
+                j = cols[k]
+                if dist[j] <= low:
+                    if dist[j] < low:
+                        hi = lo
+                        low = dist[j]
+                    cols[k] = cols[hi]
+                    cols[hi] = j
+                    hi += 1
+            for k in range(lo, hi):
+                if row_of_col[cols[k]] < 0:
+                    end = cols[k]
+                    break
+        if end >= 0:
             break
-    while col:  # flip the path
-        prev = back[col]
-        row_of_col[col] = row_of_col[prev]
-        col = prev
+        # scan the settled columns: relax the distances through their rows
+        low = dist[cols[lo]]
+        while lo != hi and end < 0:
+            j = cols[lo]
+            lo += 1
+            i = row_of_col[j]
+            h = c[i, j] - v[j] - low
+            for k in range(hi, m):
+                j = cols[k]
+                reduced = c[i, j] - v[j] - h
+                if reduced < dist[j]:
+                    dist[j] = reduced
+                    pred[j] = i
+                    if reduced == low:
+                        if row_of_col[j] < 0:
+                            end = j
+                            break
+                        cols[k] = cols[hi]
+                        cols[hi] = j
+                        hi += 1
+    for k in range(ready):  # columns settled before the last batch, closer than the free one
+        j = cols[k]
+        v[j] += dist[j] - dist[end]
+    i = -1
+    j = end
+    while i != start:  # flip the path
+        i = pred[j]
+        row_of_col[j] = i
+        j, col_of_row[i] = col_of_row[i], j
 
 
 @numba.njit(cache=True, nogil=True)
@@ -81,27 +106,27 @@ def _solve(c, potentials, assignment, inverse, warm):
     """One problem, in place: ``assignment[i]`` column of row i, ``inverse[j]`` row of column j,
     ``potentials[j]`` v_j."""
     m = c.shape[0]
-    u = np.zeros(m + 1)
-    v = np.zeros(m + 1)
-    row_of_col = np.zeros(m + 1, np.int64)  # 0 = free
+    v = np.zeros(m)
+    row_of_col = np.full(m, -1, np.int64)
+    col_of_row = np.full(m, -1, np.int64)
     free = np.empty(4 * m + 1, np.int64)  # room for the rows the reduction re-queues
     n_free = 0
     if warm:
-        v[1:] = potentials
+        v[:] = potentials
         for i in range(m):  # keep the rows whose old column is still (one of) their cheapest
             best = np.inf
             for j in range(m):
-                best = min(best, c[i, j] - v[j + 1])
-            u[i + 1] = best  # stays feasible: potentials v only decrease from here on
+                best = min(best, c[i, j] - v[j])
             j = assignment[i]
-            if c[i, j] - v[j + 1] <= best and row_of_col[j + 1] == 0:
-                row_of_col[j + 1] = i + 1
+            if c[i, j] - v[j] <= best:
+                row_of_col[j] = i
+                col_of_row[i] = j
             else:
-                free[n_free] = i + 1
+                free[n_free] = i
                 n_free += 1
     else:
         for i in range(m):
-            free[i] = i + 1
+            free[i] = i
         n_free = m
 
     # Augmenting row reduction: a free row takes its cheapest column and lowers that column's
@@ -113,9 +138,9 @@ def _solve(c, potentials, assignment, inverse, warm):
         i = free[k]
         k += 1
         first = second = np.inf
-        j1 = j2 = 0
-        for j in range(1, m + 1):
-            r = c[i - 1, j - 1] - v[j]
+        j1 = j2 = -1
+        for j in range(m):
+            r = c[i, j] - v[j]
             if r < second:
                 if r < first:
                     second, j2, first, j1 = first, j1, r, j
@@ -125,12 +150,13 @@ def _solve(c, potentials, assignment, inverse, warm):
         if first < second:
             if second < np.inf:
                 v[j1] -= second - first
-        elif owner:
+        elif owner >= 0:
             j1 = j2
             owner = row_of_col[j1]
         row_of_col[j1] = i
-        u[i] = c[i - 1, j1 - 1] - v[j1]  # tight, and the row's minimum (up to rounding)
-        if owner:
+        col_of_row[i] = j1
+        if owner >= 0:
+            col_of_row[owner] = -1
             if first < second:
                 k -= 1
                 free[k] = owner
@@ -138,21 +164,19 @@ def _solve(c, potentials, assignment, inverse, warm):
                 free[n_free] = owner
                 n_free += 1
 
-    # Invariant here: every matched row is tight (u_i + v_j = c_ij) and no reduced cost is
-    # negative, so the shortest augmenting paths below keep the matching optimal.
-    remaining = free[k:n_free]
-    shortest = np.empty(m + 1)
-    done = np.empty(m + 1, np.bool_)
-    back = np.zeros(m + 1, np.int64)
-    for i in remaining:
-        _augment(c, u, v, row_of_col, i, shortest, done, back)
-    for j in range(1, m + 1):
-        assignment[row_of_col[j] - 1] = j - 1
-        inverse[j - 1] = row_of_col[j] - 1
+    # Invariant here: every matched row is at its minimum reduced cost c_ij - v_j, so the
+    # shortest augmenting paths below keep the matching optimal.
+    dist = np.empty(m)
+    pred = np.empty(m, np.int64)
+    cols = np.empty(m, np.int64)
+    for t in range(k, n_free):
+        _augment(c, v, row_of_col, col_of_row, free[t], dist, pred, cols)
+    assignment[:] = col_of_row
+    inverse[:] = row_of_col
     # Potentials are defined up to a constant; centring keeps them from drifting over many warm
     # starts (each augmentation lowers some of them), which would cost precision in c - v.
-    potentials[:] = v[1:] - np.mean(v[1:])
-    return len(remaining)
+    potentials[:] = v - np.mean(v)
+    return n_free - k
 
 
 @numba.njit(cache=True, nogil=True)
