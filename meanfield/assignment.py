@@ -101,24 +101,44 @@ def _augment(c, v, row_of_col, col_of_row, start, dist, pred, cols):
         j, col_of_row[i] = col_of_row[i], j
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _row_min(c_row, v):
+    """min_j c_row[j] - v[j], with four running minima: one is a chain of dependent min
+    instructions, four run in parallel (3.4x faster at M = 500; the result is the same)."""
+    m = v.shape[0]
+    b0 = b1 = b2 = b3 = np.inf
+    j = 0
+    while j + 4 <= m:
+        r0, r1 = c_row[j] - v[j], c_row[j + 1] - v[j + 1]
+        r2, r3 = c_row[j + 2] - v[j + 2], c_row[j + 3] - v[j + 3]
+        b0 = r0 if r0 < b0 else b0
+        b1 = r1 if r1 < b1 else b1
+        b2 = r2 if r2 < b2 else b2
+        b3 = r3 if r3 < b3 else b3
+        j += 4
+    for j in range(j, m):
+        r0 = c_row[j] - v[j]
+        b0 = r0 if r0 < b0 else b0
+    return min(min(b0, b1), min(b2, b3))
+
+
 @numba.njit(cache=True, nogil=True)
 def _solve(c, potentials, assignment, inverse, warm):
     """One problem, in place: ``assignment[i]`` column of row i, ``inverse[j]`` row of column j,
     ``potentials[j]`` v_j."""
     m = c.shape[0]
+    if m == 0:
+        return
     v = np.zeros(m)
     row_of_col = np.full(m, -1, np.int64)
     col_of_row = np.full(m, -1, np.int64)
-    free = np.empty(4 * m + 1, np.int64)  # room for the rows the reduction re-queues
+    free = np.empty(9 * m + 1, np.int64)  # room for the rows the reduction re-queues
     n_free = 0
     if warm:
         v[:] = potentials
         for i in range(m):  # keep the rows whose old column is still (one of) their cheapest
-            best = np.inf
-            for j in range(m):
-                best = min(best, c[i, j] - v[j])
             j = assignment[i]
-            if c[i, j] - v[j] <= best:
+            if c[i, j] - v[j] <= _row_min(c[i], v):
                 row_of_col[j] = i
                 col_of_row[i] = j
             else:
@@ -130,9 +150,11 @@ def _solve(c, potentials, assignment, inverse, warm):
         n_free = m
 
     # Augmenting row reduction: a free row takes its cheapest column and lowers that column's
-    # potential to its second-cheapest reduced cost, evicting the owner, who bids next.
+    # potential to its second-cheapest reduced cost, evicting the owner, who bids next. Up to 8
+    # bids per free row (JV's two passes are about 2-3) before the shortest paths take the rest:
+    # on barycenter costs at M = 500, warm solves were 1.3x faster with 8 than with 3 (12: slower).
     k = 0
-    for _ in range(3 * n_free):
+    for _ in range(8 * n_free):
         if k == n_free:
             break
         i = free[k]
@@ -176,39 +198,39 @@ def _solve(c, potentials, assignment, inverse, warm):
     # Potentials are defined up to a constant; centring keeps them from drifting over many warm
     # starts (each augmentation lowers some of them), which would cost precision in c - v.
     potentials[:] = v - np.mean(v)
-    return n_free - k
 
 
 @numba.njit(cache=True, nogil=True)
-def _solve_batch(cost, potentials, assignment, inverse, warm):
-    augmented = 0
+def _assign(cost, potentials, assignment, inverse, total, warm):
+    """The unchecked, single-threaded core of :func:`linear_assignment`, in place: cost float64
+    C-contiguous (B, M, M); potentials (B, M) float64 and assignment (B, M) intp are the warm start
+    if ``warm`` and are overwritten by the result; inverse[b, j] gets the row matched to column j
+    and total[b] the optimal cost."""
     for b in range(cost.shape[0]):
-        augmented += _solve(cost[b], potentials[b], assignment[b], inverse[b], warm)
-    return augmented
+        c = cost[b]
+        _solve(c, potentials[b], assignment[b], inverse[b], warm)
+        total[b] = 0.0
+        for i in range(c.shape[0]):
+            total[b] += c[i, assignment[b, i]]
 
 
-def _assign(cost, potentials, assignment, workers):
-    """The unchecked core of :func:`linear_assignment`: cost float64, C-contiguous (B, M, M);
-    potentials and assignment (B, M) are None (cold start) or valid arrays, overwritten. Returns
-    (assignment, potentials, inverse), inverse[b, j] the row matched to column j."""
-    batch, m = cost.shape[:2]
-    warm = potentials is not None
-    if not warm:
-        potentials = np.zeros((batch, m))
-        assignment = np.zeros((batch, m), dtype=np.intp)
-    inverse = np.empty((batch, m), dtype=np.intp)
-    if batch == 0 or m == 0:
-        return assignment, potentials, inverse
-    workers = (os.cpu_count() or 1) if workers == -1 else workers
-    chunks = np.array_split(np.arange(batch), min(workers, batch))
-    if len(chunks) == 1:
-        _solve_batch(cost, potentials, assignment, inverse, warm)
-    else:  # the compiled solver releases the GIL; each thread owns a slice of the batch
-        with ThreadPoolExecutor(len(chunks)) as pool:
-            list(pool.map(lambda s: _solve_batch(cost[s[0]:s[-1] + 1], potentials[s[0]:s[-1] + 1],
-                                                 assignment[s[0]:s[-1] + 1], inverse[s[0]:s[-1] + 1],
-                                                 warm), chunks))
-    return assignment, potentials, inverse
+def threads(workers):
+    """The number of threads ``workers`` asks for (-1: every CPU)."""
+    return (os.cpu_count() or 1) if workers == -1 else workers
+
+
+def in_blocks(fn, n, n_blocks, workers):
+    """Call ``fn(slice)`` on ``n_blocks`` contiguous slices of range(n), on ``threads(workers)``
+    threads. The compiled solver and BLAS release the GIL, so the blocks run in parallel."""
+    workers = threads(workers)
+    bounds = np.linspace(0, n, min(n_blocks, n) + 1).round().astype(int)
+    blocks = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+    if workers == 1 or len(blocks) <= 1:
+        for block in blocks:
+            fn(block)
+    else:
+        with ThreadPoolExecutor(min(workers, len(blocks))) as pool:
+            list(pool.map(fn, blocks))
 
 
 def linear_assignment(cost, potentials=None, assignment=None, workers=1):
@@ -265,4 +287,11 @@ def linear_assignment(cost, potentials=None, assignment=None, workers=1):
         if m and not np.array_equal(np.sort(assignment, axis=1),
                                     np.broadcast_to(np.arange(m), (batch, m))):
             raise ValueError("assignment must hold a permutation of 0..M-1 in every row")
-    return _assign(cost, potentials, assignment, workers)[:2]
+    if not warm:
+        potentials = np.zeros((batch, m))
+        assignment = np.zeros((batch, m), dtype=np.intp)
+    inverse = np.empty((batch, m), dtype=np.intp)
+    total = np.empty(batch)
+    in_blocks(lambda s: _assign(cost[s], potentials[s], assignment[s], inverse[s], total[s], warm),
+              batch, threads(workers), workers)
+    return assignment, potentials

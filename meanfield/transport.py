@@ -25,7 +25,7 @@ import array_api_compat
 import numpy as np
 
 from meanfield._validate import check_float, check_int, check_workers
-from meanfield.assignment import _assign
+from meanfield.assignment import _assign, in_blocks, threads
 
 __all__ = [
     "BarycenterResult",
@@ -146,14 +146,16 @@ def _sqdist(xp, x, y):
     return xp.clip(cost, 0, None)
 
 
-def _assignments(xp, cost, workers, warm=None):
-    """Optimal permutation of each square cost matrix (B, M, M): row i -> column (B, M), its
-    inverse (B, M), both on the cost's device, and the certifying column potentials (B, M) (numpy).
-    ``warm``: (potentials, assignment) numpy arrays to start from; they are overwritten."""
+def _assignments(xp, cost, workers):
+    """Optimal permutation (row i -> column) of each square cost matrix (B, M, M), on the cost's
+    device."""
     host = np.ascontiguousarray(np.asarray(cost), dtype=np.float64)  # finite: inputs are checked
-    perm, potentials, inverse = _assign(host, *(warm or (None, None)), workers)
-    device = array_api_compat.device(cost)
-    return xp.asarray(perm, device=device), xp.asarray(inverse, device=device), potentials
+    B, M = host.shape[:2]
+    perm = np.empty((B, M), dtype=np.intp)
+    potentials, inverse, total = np.empty((B, M)), np.empty((B, M), dtype=np.intp), np.empty(B)
+    in_blocks(lambda s: _assign(host[s], potentials[s], perm[s], inverse[s], total[s], False),
+              B, threads(workers), workers)
+    return xp.asarray(perm, device=array_api_compat.device(cost))
 
 
 def _gather_rows(xp, points, index):
@@ -308,7 +310,7 @@ def w2_squared(
     if method == "exact":
         xb = xp.reshape(xp.broadcast_to(x, batch + (M, D)), (B, M, D))
         yb = xp.reshape(xp.broadcast_to(y, batch + (M, D)), (B, M, D))
-        perm, _, _ = _assignments(xp, flat_cost, workers)
+        perm = _assignments(xp, flat_cost, workers)
         return xp.reshape(_matched_w2(xp, xb, _gather_rows(xp, yb, perm)), batch)
     eps = _relative_eps(xp, flat_cost, reg)
     f = xp.zeros((B, M), dtype=dtype, device=array_api_compat.device(x))
@@ -396,21 +398,40 @@ def _merge(xp, first, a, second, b):
     return xp.take(xp.concat([a, b], axis=0), order, axis=0)
 
 
+# Entries of the cost matrices computed and solved at a time: blocks of about 1 MB stay in cache
+# between the product that writes them and the solver that scans them several times (one (B, M, M)
+# product at B = 50, M = 500 writes 100 MB, and took longer than the warm-started solves).
+_BLOCK_ENTRIES = 2**17
+
+
 def _exact_step(xp, x1, x_sq, support, workers, warm):
     """Optimal permutations of every measure to ``support``, their inverses, W2^2 (B,) and
     potentials.
 
     The assignment only needs |y_j|^2 - 2 x_i.y_j (|x_i|^2 is constant along a row), which is one
     product [x, 1] @ [-2 y, |y|^2]^T with ``x1`` = [x, 1] (B, M, D + 1) built once per solve (at
-    small D, 3x faster than forming the terms separately). W2^2 is read off the chosen
-    entries plus ``x_sq`` = sum_i |x_i|^2. ``warm``: (potentials, assignment) of the last step."""
+    small D, 3x faster than forming the terms separately), per block of measures. W2^2 is the
+    optimal cost plus ``x_sq`` = sum_i |x_i|^2. ``warm``: (potentials, assignment) numpy arrays of
+    the last step, overwritten. The assignments run on the host; only x1's blocks' products and the
+    small (B, M) results cross."""
     B, M, _ = x1.shape
-    y1 = xp.concat([-2 * support, xp.sum(support * support, axis=1)[:, None]], axis=1)
-    cost = xp.reshape(xp.reshape(x1, (B * M, -1)) @ xp.matrix_transpose(y1), (B, M, M))  # one GEMM
-    perm, inverse, potentials = _assignments(xp, cost, workers, warm)
-    rows = xp.arange(B * M, dtype=perm.dtype, device=array_api_compat.device(perm))
-    chosen = xp.take(xp.reshape(cost, (-1,)), rows * M + xp.reshape(perm, (-1,)))
-    return perm, inverse, (x_sq + xp.sum(xp.reshape(chosen, (B, M)), axis=1)) / M, potentials
+    y1t = xp.matrix_transpose(
+        xp.concat([-2 * support, xp.sum(support * support, axis=1)[:, None]], axis=1))
+    if warm is None:
+        potentials, perm = np.empty((B, M)), np.empty((B, M), dtype=np.intp)
+    else:
+        potentials, perm = warm
+    inverse, total = np.empty((B, M), dtype=np.intp), np.empty(B)
+
+    def solve_block(s):
+        cost = np.asarray(x1[s] @ y1t, dtype=np.float64)  # (b, M, M) for the measures of s
+        _assign(np.ascontiguousarray(cost), potentials[s], perm[s], inverse[s], total[s],
+                warm is not None)
+
+    in_blocks(solve_block, B, max(threads(workers), -(-B * M * M // _BLOCK_ENTRIES)), workers)
+    device = array_api_compat.device(x1)
+    w2 = (x_sq + xp.asarray(total, dtype=x1.dtype, device=device)) / M
+    return xp.asarray(perm, device=device), xp.asarray(inverse, device=device), w2, potentials
 
 
 def _with_ones(xp, x):

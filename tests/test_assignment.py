@@ -5,7 +5,7 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy.optimize import linear_sum_assignment
 
-from meanfield.assignment import linear_assignment
+from meanfield.assignment import in_blocks, linear_assignment
 
 
 def _scipy(cost):
@@ -102,9 +102,26 @@ def test_workers_and_inputs_unchanged():
     assert_array_equal(potentials, start_v)
 
 
-def test_empty_batch():
+def test_empty_batch_and_empty_problems():
     perm, potentials = linear_assignment(np.zeros((0, 4, 4)))
     assert perm.shape == potentials.shape == (0, 4)
+    perm, potentials = linear_assignment(np.zeros((3, 0, 0)))
+    assert perm.shape == potentials.shape == (3, 0)
+
+
+@pytest.mark.parametrize("n, n_blocks", [(0, 3), (1, 3), (7, 1), (7, 3), (7, 7), (7, 20)])
+@pytest.mark.parametrize("workers", [1, 2])
+def test_in_blocks_covers_the_range_once(n, n_blocks, workers):
+    hits = np.zeros(n, dtype=int)
+    calls = []
+
+    def fn(block):
+        calls.append(block)
+        hits[block] += 1
+
+    in_blocks(fn, n, n_blocks, workers)
+    assert_array_equal(hits, np.ones(n, dtype=int))
+    assert len(calls) == min(n, n_blocks) and all(b.stop > b.start for b in calls)
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -5,6 +5,7 @@ import ot
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
+from meanfield import transport
 from meanfield.transport import (
     BarycenterResult,
     ExactBarycenter,
@@ -213,7 +214,7 @@ def test_negligible_weights_are_skipped_but_still_mapped():
     assert_allclose(skipped.support, alone.support, atol=1e-12)
 
 
-def test_exact_max_iter_zero_and_workers_give_same_result():
+def test_exact_max_iter_zero_workers_and_blocks_give_same_result(monkeypatch):
     x, beta, init = _instance(33, 6, 10, 2)
     res0 = ExactBarycenter(max_iter=0).solve(x, beta, init)
     assert res0.n_iter == 0 and not res0.converged
@@ -221,8 +222,12 @@ def test_exact_max_iter_zero_and_workers_give_same_result():
     assert_allclose(res0.objective, variance(x, init, beta), rtol=1e-13)
     one = ExactBarycenter().solve(x, beta, init)
     two = ExactBarycenter(workers=2).solve(x, beta, init)
-    assert_array_equal(one.support, two.support)
-    assert_array_equal(one.assignment, two.assignment)
+    monkeypatch.setattr(transport, "_BLOCK_ENTRIES", 1)  # every measure a block of its own
+    blocks = ExactBarycenter().solve(x, beta, init)
+    for other in (two, blocks):
+        assert_array_equal(one.support, other.support)
+        assert_array_equal(one.assignment, other.assignment)
+        assert_array_equal(one.history, other.history)
 
 
 @pytest.mark.parametrize("threshold", [0.0, 1e-12])
