@@ -38,61 +38,81 @@ from meanfield._validate import check_workers
 __all__ = ["linear_assignment"]
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _open_min(dist):
+    """Smallest tentative distance: min of ``dist`` over the entries above -inf (the settled
+    columns), with four running minima like :func:`_row_min`."""
+    m = dist.shape[0]
+    b0 = b1 = b2 = b3 = np.inf
+    j = 0
+    while j + 4 <= m:
+        r0, r1, r2, r3 = dist[j], dist[j + 1], dist[j + 2], dist[j + 3]
+        b0 = r0 if r0 < b0 and r0 > -np.inf else b0
+        b1 = r1 if r1 < b1 and r1 > -np.inf else b1
+        b2 = r2 if r2 < b2 and r2 > -np.inf else b2
+        b3 = r3 if r3 < b3 and r3 > -np.inf else b3
+        j += 4
+    for j in range(j, m):
+        r0 = dist[j]
+        b0 = r0 if r0 < b0 and r0 > -np.inf else b0
+    return min(min(b0, b1), min(b2, b3))
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _settle(dist, low, row_of_col, cols, reached, hi):
+    """Append the columns at tentative distance ``low`` to ``cols[hi:]`` (``reached`` keeps their
+    distance) and mark them settled with distance -inf; stop at a free column. Returns
+    (hi, the free column or -1)."""
+    for j in range(dist.shape[0]):
+        if dist[j] == low:
+            dist[j] = -np.inf
+            cols[hi] = j
+            reached[hi] = low
+            hi += 1
+            if row_of_col[j] < 0:
+                return hi, j
+    return hi, -1
+
+
 @numba.njit(cache=True, nogil=True)
-def _augment(c, v, row_of_col, col_of_row, start, dist, pred, cols):
+def _augment(c, v, row_of_col, col_of_row, start, dist, pred, cols, reached):
     """Shortest augmenting path from the free row ``start`` (Dijkstra on the reduced costs
     c_ij - v_j, as in Jonker and Volgenant): columns are settled in batches of equal distance, only
-    the settled ones get new potentials, and the path is flipped into the matching."""
+    those settled before the last batch get new potentials, and the path is flipped into the
+    matching. ``cols[:lo]`` are the scanned columns, ``cols[lo:hi]`` the settled ones waiting. A
+    settled column's distance is -inf, so the relaxation runs over whole rows in order with no
+    test per column and vectorises (2x faster at M = 500 than visiting the unsettled columns
+    through an index list)."""
     m = c.shape[0]
     for j in range(m):
-        cols[j] = j
         pred[j] = start
         dist[j] = c[start, j] - v[j]
     lo = hi = ready = 0
     end = -1
+    low = 0.0
     while end < 0:
-        if lo == hi:  # move the columns at the smallest tentative distance to cols[lo:hi]
+        if lo == hi:  # the next batch: all columns at the smallest tentative distance
             ready = lo
-            hi = lo + 1
-            low = dist[cols[lo]]
-            for k in range(hi, m):
-                j = cols[k]
-                if dist[j] <= low:
-                    if dist[j] < low:
-                        hi = lo
-                        low = dist[j]
-                    cols[k] = cols[hi]
-                    cols[hi] = j
-                    hi += 1
-            for k in range(lo, hi):
-                if row_of_col[cols[k]] < 0:
-                    end = cols[k]
-                    break
-        if end >= 0:
-            break
-        # scan the settled columns: relax the distances through their rows
-        low = dist[cols[lo]]
-        while lo != hi and end < 0:
-            j = cols[lo]
-            lo += 1
-            i = row_of_col[j]
-            h = c[i, j] - v[j] - low
-            for k in range(hi, m):
-                j = cols[k]
-                reduced = c[i, j] - v[j] - h
-                if reduced < dist[j]:
-                    dist[j] = reduced
-                    pred[j] = i
-                    if reduced == low:
-                        if row_of_col[j] < 0:
-                            end = j
-                            break
-                        cols[k] = cols[hi]
-                        cols[hi] = j
-                        hi += 1
-    for k in range(ready):  # columns settled before the last batch, closer than the free one
-        j = cols[k]
-        v[j] += dist[j] - dist[end]
+            low = _open_min(dist)
+            hi, end = _settle(dist, low, row_of_col, cols, reached, hi)
+            if end >= 0:
+                break
+        j = cols[lo]  # scan a settled column: relax the distances through its row
+        lo += 1
+        i = row_of_col[j]
+        h = c[i, j] - v[j] - low
+        c_row = c[i]
+        tie = False
+        for k in range(m):
+            r = c_row[k] - v[k] - h
+            better = r < dist[k]
+            dist[k] = r if better else dist[k]
+            pred[k] = i if better else pred[k]
+            tie |= better & (r == low)
+        if tie:  # columns reached at distance low join the batch
+            hi, end = _settle(dist, low, row_of_col, cols, reached, hi)
+    for k in range(ready):  # settled before the last batch: closer than the free column
+        v[cols[k]] += reached[k] - low
     i = -1
     j = end
     while i != start:  # flip the path
@@ -132,7 +152,7 @@ def _solve(c, potentials, assignment, inverse, warm):
     v = np.zeros(m)
     row_of_col = np.full(m, -1, np.int64)
     col_of_row = np.full(m, -1, np.int64)
-    free = np.empty(9 * m + 1, np.int64)  # room for the rows the reduction re-queues
+    free = np.empty(4 * m + 1, np.int64)  # room for the rows the reduction re-queues
     n_free = 0
     if warm:
         v[:] = potentials
@@ -150,11 +170,11 @@ def _solve(c, potentials, assignment, inverse, warm):
         n_free = m
 
     # Augmenting row reduction: a free row takes its cheapest column and lowers that column's
-    # potential to its second-cheapest reduced cost, evicting the owner, who bids next. Up to 8
-    # bids per free row (JV's two passes are about 2-3) before the shortest paths take the rest:
-    # on barycenter costs at M = 500, warm solves were 1.3x faster with 8 than with 3 (12: slower).
+    # potential to its second-cheapest reduced cost, evicting the owner, who bids next. Up to 3
+    # bids per free row (about JV's two passes; on barycenter costs at M = 100 and 500, 3 was
+    # within 5% of the best of 1-8) before the shortest paths take the rest.
     k = 0
-    for _ in range(8 * n_free):
+    for _ in range(3 * n_free):
         if k == n_free:
             break
         i = free[k]
@@ -191,8 +211,9 @@ def _solve(c, potentials, assignment, inverse, warm):
     dist = np.empty(m)
     pred = np.empty(m, np.int64)
     cols = np.empty(m, np.int64)
+    reached = np.empty(m)
     for t in range(k, n_free):
-        _augment(c, v, row_of_col, col_of_row, free[t], dist, pred, cols)
+        _augment(c, v, row_of_col, col_of_row, free[t], dist, pred, cols, reached)
     assignment[:] = col_of_row
     inverse[:] = row_of_col
     # Potentials are defined up to a constant; centring keeps them from drifting over many warm

@@ -36,12 +36,19 @@ def test_cold_solve_equals_scipy_and_is_certified(m):
     _assert_certified(cost, perm, potentials)
 
 
-def test_ties_give_an_optimal_permutation():
-    cost = np.random.default_rng(1).integers(0, 3, size=(300, 8, 8)).astype(float)
+@pytest.mark.parametrize("m, batch", [(8, 300), (37, 40)])
+def test_ties_give_an_optimal_permutation(m, batch):
+    """Integer costs: many equal reduced costs, in the bids and in the path searches."""
+    rng = np.random.default_rng(m)
+    cost = rng.integers(0, 3, size=(batch, m, m)).astype(float)
     perm, potentials = linear_assignment(cost)
-    assert_array_equal(np.sort(perm, axis=1), np.broadcast_to(np.arange(8), perm.shape))
+    assert_array_equal(np.sort(perm, axis=1), np.broadcast_to(np.arange(m), perm.shape))
     assert_array_equal(_total(cost, perm), _total(cost, _scipy(cost)))
     _assert_certified(cost, perm, potentials)
+    moved = cost + rng.integers(0, 2, size=cost.shape)
+    perm, potentials = linear_assignment(moved, potentials, perm)
+    assert_array_equal(_total(moved, perm), _total(moved, _scipy(moved)))
+    _assert_certified(moved, perm, potentials)
 
 
 @pytest.mark.parametrize("scale", [1e-6, 1e-2, 1.0, 10.0])
