@@ -534,9 +534,10 @@ class ExactBarycenter:
         warm = _warm_arrays(warm_start, B, M)
         centre = xp.tensordot(beta, xp.mean(x, axis=1), axes=1)
         active, rest = _split(xp, beta, self.weight_threshold)
-        xa = (xp.take(x, active, axis=0) if rest.shape[0] else x) - centre  # no copy when all take part
-        xa_sq = xp.sum(xa * xa, axis=(1, 2))
-        xa1 = _with_ones(xp, xa)
+        xa = (xp.take(x, active, axis=0) if rest.shape[0] else x) - centre
+        xa_sq = xp.sum(xp.vecdot(xa, xa), axis=1)
+        xa1 = _with_ones(xp, xa)  # [x, 1]: also what the support update gathers (one copy of x)
+        del xa
         wa = xp.take(beta, active, axis=0)
         share = wa / xp.sum(wa)
         support = init - centre
@@ -548,7 +549,7 @@ class ExactBarycenter:
         n_iter = 0
         while n_iter < self.max_iter and not converged:
             # y_j = sum_n beta_n x_{n, pi_n^{-1}(j)}: gather each measure in barycenter order.
-            support = xp.tensordot(share, _gather_rows(xp, xa, inverse), axes=1)
+            support = xp.tensordot(share, _gather_rows(xp, xa1, inverse), axes=1)[:, :D]
             perm, inverse, w2, pot = _exact_step(xp, xa1, xa_sq, support, self.workers,
                                                  (pot, np.asarray(perm)))
             history.append(0.5 * float(xp.sum(wa * w2)))
@@ -561,7 +562,7 @@ class ExactBarycenter:
             xr = xp.take(x, rest, axis=0) - centre
             warm_r = None if warm is None else (warm[0][rows_r], warm[1][rows_r])
             perm_r, _, _, potentials[rows_r] = _exact_step(
-                xp, _with_ones(xp, xr), xp.sum(xr * xr, axis=(1, 2)), support, self.workers, warm_r)
+                xp, _with_ones(xp, xr), xp.sum(xp.vecdot(xr, xr), axis=1), support, self.workers, warm_r)
             perm = _merge(xp, active, perm, rest, perm_r)
         support = support + centre
         maps = xp.reshape(xp.take(support, xp.reshape(perm, (-1,)), axis=0), (B, M, D))
