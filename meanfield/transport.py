@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import array_api_compat
 import numpy as np
 
+from meanfield._array import to_numpy
 from meanfield._validate import check_float, check_int, check_workers
 from meanfield.assignment import _assign, in_blocks, threads
 
@@ -149,7 +150,7 @@ def _sqdist(xp, x, y):
 def _assignments(xp, cost, workers):
     """Optimal permutation (row i -> column) of each square cost matrix (B, M, M), on the cost's
     device."""
-    host = np.ascontiguousarray(np.asarray(cost), dtype=np.float64)  # finite: inputs are checked
+    host = np.ascontiguousarray(to_numpy(cost), dtype=np.float64)  # finite: inputs are checked
     B, M = host.shape[:2]
     perm = np.empty((B, M), dtype=np.intp)
     potentials, inverse, total = np.empty((B, M)), np.empty((B, M), dtype=np.intp), np.empty(B)
@@ -411,15 +412,15 @@ _BLOCK_ENTRIES = 2**17
 
 
 def _exact_step(xp, x1, x_sq, support, workers, warm):
-    """Optimal permutations of every measure to ``support``, their inverses, W2^2 (B,) and
-    potentials.
+    """Optimal permutations of every measure to ``support`` and their inverses (on x1's device),
+    W2^2 (B,), and the host copies (potentials, permutations) that warm-start the next step.
 
     The assignment only needs |y_j|^2 - 2 x_i.y_j (|x_i|^2 is constant along a row), which is one
     product [x, 1] @ [-2 y, |y|^2]^T with ``x1`` = [x, 1] (B, M, D + 1) built once per solve (at
     small D, 3x faster than forming the terms separately), per block of measures. W2^2 is the
-    optimal cost plus ``x_sq`` = sum_i |x_i|^2. ``warm``: (potentials, assignment) numpy arrays of
-    the last step, overwritten. The assignments run on the host; only x1's blocks' products and the
-    small (B, M) results cross."""
+    optimal cost plus ``x_sq`` = sum_i |x_i|^2. ``warm``: the (potentials, permutations) of the
+    last step, overwritten. The assignments run on the host: the blocks' costs go there, and only
+    (B, M) results come back."""
     B, M, _ = x1.shape
     y1t = xp.matrix_transpose(
         xp.concat([-2 * support, xp.sum(support * support, axis=1)[:, None]], axis=1))
@@ -430,14 +431,13 @@ def _exact_step(xp, x1, x_sq, support, workers, warm):
     inverse, total = np.empty((B, M), dtype=np.intp), np.empty(B)
 
     def solve_block(s):
-        cost = np.asarray(x1[s] @ y1t, dtype=np.float64)  # (b, M, M) for the measures of s
-        _assign(np.ascontiguousarray(cost), potentials[s], perm[s], inverse[s], total[s],
-                warm is not None)
+        cost = np.ascontiguousarray(to_numpy(x1[s] @ y1t), dtype=np.float64)  # (b, M, M), host
+        _assign(cost, potentials[s], perm[s], inverse[s], total[s], warm is not None)
 
     in_blocks(solve_block, B, max(threads(workers), -(-B * M * M // _BLOCK_ENTRIES)), workers)
     device = array_api_compat.device(x1)
     w2 = (x_sq + xp.asarray(total, dtype=x1.dtype, device=device)) / M
-    return xp.asarray(perm, device=device), xp.asarray(inverse, device=device), w2, potentials
+    return xp.asarray(perm, device=device), xp.asarray(inverse, device=device), w2, (potentials, perm)
 
 
 def _with_ones(xp, x):
@@ -547,27 +547,26 @@ class ExactBarycenter:
         wa = xp.take(beta, active, axis=0)
         share = wa / xp.sum(wa)
         support = init - centre
-        rows_a = np.asarray(active)
+        rows_a = to_numpy(active)
         warm_a = None if warm is None else (warm[0][rows_a], warm[1][rows_a])
-        perm, inverse, w2, pot = _exact_step(xp, xa1, xa_sq, support, self.workers, warm_a)
+        perm, inverse, w2, warm_a = _exact_step(xp, xa1, xa_sq, support, self.workers, warm_a)
         history = [0.5 * float(xp.sum(wa * w2))]
         converged = False
         n_iter = 0
         while n_iter < self.max_iter and not converged:
             # y_j = sum_n beta_n x_{n, pi_n^{-1}(j)}: gather each measure in barycenter order.
             support = xp.tensordot(share, _gather_rows(xp, xa1, inverse), axes=1)[:, :D]
-            perm, inverse, w2, pot = _exact_step(xp, xa1, xa_sq, support, self.workers,
-                                                 (pot, np.asarray(perm)))
+            perm, inverse, w2, warm_a = _exact_step(xp, xa1, xa_sq, support, self.workers, warm_a)
             history.append(0.5 * float(xp.sum(wa * w2)))
             n_iter += 1
             converged = history[-2] - history[-1] <= self.tol * abs(history[-2])
         potentials = np.empty((B, M))
-        potentials[rows_a] = pot
+        potentials[rows_a] = warm_a[0]
         if rest.shape[0]:
-            rows_r = np.asarray(rest)
+            rows_r = to_numpy(rest)
             xr = xp.take(x, rest, axis=0) - centre
             warm_r = None if warm is None else (warm[0][rows_r], warm[1][rows_r])
-            perm_r, _, _, potentials[rows_r] = _exact_step(
+            perm_r, _, _, (potentials[rows_r], _) = _exact_step(
                 xp, _with_ones(xp, xr), xp.sum(xp.vecdot(xr, xr), axis=1), support, self.workers, warm_r)
             perm = _merge(xp, active, perm, rest, perm_r)
         support = support + centre
@@ -594,7 +593,7 @@ def _warm_arrays(warm_start, n, m):
     if potentials.shape != (n, m):
         raise ValueError(f"warm_start must come from N = {n} measures of M = {m} atoms, "
                          f"got a result for shape {potentials.shape}")
-    return potentials, np.asarray(warm_start.assignment)
+    return potentials, to_numpy(warm_start.assignment)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ from meanfield import CBO, TwoLayerNetwork, consensus_point, gibbs_weights
 from meanfield.cbo import cbo_update
 from meanfield.hybrid import HybridCBOAdam
 from meanfield.noise import AnisotropicNoise, IsotropicNoise
+from meanfield.otcbo import OTCBO
+from meanfield.transport import ExactBarycenter, SinkhornBarycenter, w2_squared
 
 torch = pytest.importorskip("torch")
 
@@ -50,3 +52,38 @@ def test_steps_keep_torch_tensors(method):
     new = method.step(state, net, torch.asarray(x), torch.asarray(y), 0, np.random.default_rng(4))
     assert isinstance(new.theta, torch.Tensor)
     np.testing.assert_allclose(new.theta.numpy(), reference.theta, rtol=1e-12)
+
+
+def test_transport_on_torch_matches_numpy():
+    rng = np.random.default_rng(5)
+    x, y = rng.uniform(-2, 2, size=(6, 8, 3)), rng.uniform(-2, 2, size=(8, 3))
+    beta = rng.dirichlet(np.ones(6))
+    for method in ("exact", "sinkhorn"):
+        got = w2_squared(torch.asarray(x), torch.asarray(y), method=method, reg=0.5)
+        assert isinstance(got, torch.Tensor)
+        np.testing.assert_allclose(got.numpy(), w2_squared(x, y, method=method, reg=0.5), rtol=1e-12)
+    for solver in (ExactBarycenter(weight_threshold=0.2), SinkhornBarycenter(reg=0.1, max_iter=5)):
+        ref = solver.solve(x, beta, y)
+        res = solver.solve(torch.asarray(x), torch.asarray(beta), torch.asarray(y))
+        assert isinstance(res.support, torch.Tensor) and isinstance(res.maps, torch.Tensor)
+        np.testing.assert_allclose(res.support.numpy(), ref.support, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(res.maps.numpy(), ref.maps, rtol=1e-12, atol=1e-14)
+        assert res.n_iter == ref.n_iter
+    warm = ExactBarycenter().solve(torch.asarray(x), torch.asarray(beta), torch.asarray(y))
+    again = ExactBarycenter().solve(torch.asarray(x), torch.asarray(beta), warm.support, warm_start=warm)
+    np.testing.assert_allclose(again.support.numpy(), warm.support.numpy(), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("barycenter", ["exact", "sinkhorn"])
+def test_otcbo_step_keeps_torch_tensors(barycenter):
+    method = OTCBO(n_particles=4, batch_size=8, alpha=1e2, sigma_squared=0.1, barycenter=barycenter, reg=0.1)
+    net, rng = TwoLayerNetwork(1, 1, 5), np.random.default_rng(2)
+    x, y = rng.uniform(size=(8, 1)), rng.normal(size=8)
+    state = method.init(net, np.random.default_rng(3))
+    reference = method.step(state, net, x, y, 0, np.random.default_rng(4))
+    for name, value in vars(state).items():
+        if isinstance(value, np.ndarray):
+            setattr(state, name, torch.asarray(value))
+    new = method.step(state, net, torch.asarray(x), torch.asarray(y), 0, np.random.default_rng(4))
+    assert isinstance(new.theta, torch.Tensor)
+    np.testing.assert_allclose(new.theta.numpy(), reference.theta, rtol=1e-12, atol=1e-14)
