@@ -77,6 +77,9 @@ class OTCBO:
         Fixed-point iterations per barycenter.
     barycenter_tol : float
         Relative decrease of the barycenter objective at which the fixed point stops.
+    sinkhorn_max_iter, sinkhorn_tol : int, float
+        Scaling steps per entropic plan and the marginal L1 error at which a plan stops ("sinkhorn"
+        only; at reg = 0.01 the default 1e-9 is rarely reached in 1000 steps).
     batch_size : int
         Minibatch size S'.
     init_scale : float
@@ -87,7 +90,7 @@ class OTCBO:
 
     def __init__(self, n_particles=100, dt=0.1, drift=1.0, sigma_squared=0.0, noise="additive", noise_decay=1.0,
                  alpha=1e4, barycenter="exact", reg=0.05, barycenter_max_iter=100, barycenter_tol=1e-9,
-                 batch_size=100, init_scale=2.0):
+                 sinkhorn_max_iter=1000, sinkhorn_tol=1e-9, batch_size=100, init_scale=2.0):
         self.n_particles = check_int("n_particles", n_particles, low=1)
         self.dt = check_float("dt", dt, low=0, low_open=True)
         self.drift = check_float("drift", drift, low=0, low_open=True)
@@ -97,11 +100,12 @@ class OTCBO:
         self.noise = make_noise(noise)
         self.noise_decay = make_schedule(noise_decay, "noise_decay")
         self.alpha = make_schedule(alpha, "alpha")
-        solvers = {"exact": lambda: ExactBarycenter(barycenter_max_iter, barycenter_tol),
-                   "sinkhorn": lambda: SinkhornBarycenter(reg, barycenter_max_iter, barycenter_tol)}
+        solvers = {"exact": ExactBarycenter(barycenter_max_iter, barycenter_tol),  # both validate
+                   "sinkhorn": SinkhornBarycenter(reg, barycenter_max_iter, barycenter_tol,
+                                                  sinkhorn_max_iter, sinkhorn_tol)}
         if barycenter not in solvers:
             raise ValueError(f"barycenter must be one of {sorted(solvers)}, got {barycenter!r}")
-        self.barycenter, self.solver = barycenter, solvers[barycenter]()
+        self.barycenter, self.solver = barycenter, solvers[barycenter]
         self.batch_size = check_int("batch_size", batch_size, low=1)
         self.init_scale = check_float("init_scale", init_scale, low=0, low_open=True)
 
@@ -166,10 +170,12 @@ class MultiTaskOTCBO(OTCBO):
 
     def __init__(self, assignment="blocks", n_particles=100, dt=0.1, drift=1.0, sigma_squared=0.0, noise="additive",
                  noise_decay=1.0, alpha=1e4, barycenter="exact", reg=0.05, barycenter_max_iter=100,
-                 barycenter_tol=1e-9, batch_size=100, init_scale=2.0):
+                 barycenter_tol=1e-9, sinkhorn_max_iter=1000, sinkhorn_tol=1e-9, batch_size=100,
+                 init_scale=2.0):
         super().__init__(n_particles=n_particles, dt=dt, drift=drift, sigma_squared=sigma_squared, noise=noise,
                          noise_decay=noise_decay, alpha=alpha, barycenter=barycenter, reg=reg,
                          barycenter_max_iter=barycenter_max_iter, barycenter_tol=barycenter_tol,
+                         sinkhorn_max_iter=sinkhorn_max_iter, sinkhorn_tol=sinkhorn_tol,
                          batch_size=batch_size, init_scale=init_scale)
         task_assignment(2, 1, assignment)  # validates the name early
         self.assignment = assignment

@@ -102,6 +102,23 @@ def test_invalid_parameters():
         OTCBO(noise="isotropic")
     with pytest.raises(ValueError, match=r"reg must be"):
         OTCBO(barycenter="sinkhorn", reg=0.0)
+    with pytest.raises(ValueError, match=r"sinkhorn_tol must be"):
+        OTCBO(sinkhorn_tol=-1.0)  # checked even when the exact solver is used
+    with pytest.raises(ValueError, match=r"sinkhorn_max_iter must be"):
+        OTCBO(barycenter="sinkhorn", sinkhorn_max_iter=0)
+
+
+def test_sinkhorn_plan_limits_reach_the_solver():
+    """A reachable plan tolerance lets the solves converge; the default 1e-9 at reg = 0.01 does not."""
+    def unconverged(**plan):
+        method = OTCBO(n_particles=6, dt=0.1, alpha=10.0, batch_size=50, barycenter="sinkhorn", reg=0.01,
+                       barycenter_tol=1e-6, **plan)
+        assert method.solver.sinkhorn_max_iter == plan.get("sinkhorn_max_iter", 1000)
+        ds = train(method, TwoLayerNetwork(1, 1, 8), square(n_train=100, n_test=20), 2, seed=0)
+        return int(ds.barycenter_unconverged[-1])
+
+    assert unconverged() == unconverged(sinkhorn_max_iter=20) == 5  # all 5 solves of 2 epochs
+    assert unconverged(sinkhorn_max_iter=5000, sinkhorn_tol=1e-3) == 0
 
 
 def test_decay_violations_counts_and_measures_failures():
