@@ -185,18 +185,29 @@ def _logsumexp(xp, z, axis):
 # The marginal error is checked every few scaling steps, as POT does: each check is a reduction
 # and a host sync (costly on a GPU), and a scaling step is cheap.
 _SINKHORN_CHECK_EVERY = 10
+# Scaling steps stop and Newton's method takes over once every marginal L1 error is below this, or
+# after _SINKHORN_SWEEPS steps. Newton converges quadratically only close to the solution; scaling
+# steps get there cheaply (measured on OT-CBO measures at reg = 0.01, M = 50: 20-50 scaling steps
+# then Newton reached 1e-9 in 0.3 s, where 3000 scaling steps alone left 2e-4).
+_NEWTON_SWITCH = 1e-2
+_SINKHORN_SWEEPS = 50
 
 
 def _sinkhorn(xp, cost, eps, f, g, max_iter, tol):
     r"""Entropic OT between uniform measures, batched over the leading axis of ``cost``.
 
-    Solves :math:`\min_P \langle P, C\rangle - \varepsilon H(P)` with marginals (1/M, 1/K) in the
-    log-stabilised form of Schmitzer (2019): potentials f, g (in cost units) carry the scale and
-    the inner loop runs cheap scaling steps u, v on the absorbed kernel exp((f + g - C)/eps),
-    folding u, v back into f, g before they can overflow.
+    Solves :math:`\min_P \langle P, C\rangle - \varepsilon H(P)` with marginals (1/M, 1/K), in two
+    phases that share ``max_iter``:
+
+    1. Sinkhorn scaling steps in the log-stabilised form of Schmitzer (2019): potentials f, g (in
+       cost units) carry the scale and the loop runs cheap scaling steps u, v on the absorbed kernel
+       exp((f + g - C)/eps), folding u, v back before they can overflow;
+    2. Newton's method on the semi-dual (:func:`_newton`), for the measures whose marginal error is
+       still above ``tol``. Sinkhorn alone converges linearly at a rate that tends to 1 as eps -> 0
+       (at reg = 0.01 thousands of steps leave errors ~1e-4); Newton converges quadratically.
 
     cost (B, M, K); eps (B,); f (B, M) and g (B, K) warm-start potentials. Returns the final
-    potentials, the plans (B, M, K) and whether the row-marginal L1 error fell below ``tol``.
+    potentials, the plans (B, M, K) and whether every plan's marginal L1 error fell below ``tol``.
     """
     B, M, K = cost.shape
     e = eps[:, None]
@@ -213,15 +224,14 @@ def _sinkhorn(xp, cost, eps, f, g, max_iter, tol):
     u = xp.ones_like(f)
     v = xp.ones_like(g)
     limit = math.log(xp.finfo(cost.dtype).max) / 4
-    converged = False
-    for it in range(max_iter):
+    sweeps = 0
+    while sweeps < min(max_iter, _SINKHORN_SWEEPS):
         rows = (kernel @ v[:, :, None])[:, :, 0]
-        if it % _SINKHORN_CHECK_EVERY == 0:
+        if sweeps % _SINKHORN_CHECK_EVERY == 0:
             err = float(xp.max(xp.sum(xp.abs(u * rows - 1 / M), axis=1)))
             if not math.isfinite(err):
                 raise FloatingPointError("Sinkhorn diverged; increase reg")
-            if err <= tol:
-                converged = True
+            if err <= max(tol, _NEWTON_SWITCH):
                 break
         u = (1 / M) / rows
         v = (1 / K) / (u[:, None, :] @ kernel)[:, 0, :]
@@ -229,8 +239,79 @@ def _sinkhorn(xp, cost, eps, f, g, max_iter, tol):
             f, g = f + e * xp.log(u), g + e * xp.log(v)
             kernel = xp.exp((f[:, :, None] + g[:, None, :] - cost) / e3)
             u, v = xp.ones_like(f), xp.ones_like(g)
-    plan = kernel * u[:, :, None] * v[:, None, :]
-    return f + e * xp.log(u), g + e * xp.log(v), plan, converged
+        sweeps += 1
+    return _newton(xp, cost, eps, g + e * xp.log(v), max_iter - sweeps, tol)
+
+
+def _semi_dual(xp, cost, eps, g):
+    """Row potentials f(g) that make every row marginal exact, and the dual objective
+    mean(f) + mean(g) (concave in g): (B, M), (B,)."""
+    M = cost.shape[1]
+    f = eps[:, None] * (-math.log(M) - _logsumexp(xp, (g[:, None, :] - cost) / eps[:, None, None], axis=2))
+    return f, xp.mean(f, axis=1) + xp.mean(g, axis=1)
+
+
+def _newton(xp, cost, eps, g, max_iter, tol):
+    r"""Newton's method on the semi-dual of entropic OT (Brauer, Clason, Lorenz and Wirth 2017).
+
+    With f = f(g) making the rows exact and :math:`P = \exp((f \oplus g - C)/\varepsilon)`, the
+    semi-dual :math:`F(g) = \frac1M\sum_i f_i + \frac1K\sum_j g_j` is concave, its gradient is the
+    column-marginal residual :math:`r = 1/K - P^\top 1`, and its negative Hessian is
+    :math:`L/\varepsilon` with L the graph Laplacian of the column couplings
+    :math:`A_{jk} = M\sum_i P_{ij}P_{ik}` (j != k). L is formed from A alone, not as
+    :math:`\mathrm{diag}(P^\top 1) - A` with A's diagonal: for near-permutation plans (small eps)
+    that difference cancels to no digits. The step solves
+    :math:`(L + \|r\|_1 I/K + 11^\top/K)\,\delta = \varepsilon r`
+    (the rank-one term fixes the additive gauge of g; a diagonal damping proportional to the
+    current error, Levenberg-Marquardt style, bounds the step of a column coupled to no other by
+    eps and
+    vanishes at the solution, which keeps the quadratic convergence) and is halved until F
+    increases (Armijo);
+    near the optimum F's gain falls below its rounding, so gains within rounding also pass.
+    Measures leave the batch as they converge. Returns (f, g, plans, all converged) in batch order.
+    """
+    B, M, K = cost.shape
+    device = array_api_compat.device(cost)
+    eye = xp.eye(K, dtype=cost.dtype, device=device)
+    index = xp.arange(B, device=device)
+    done = []  # (index, f, g, plan) of the measures that left the batch
+    f, F = _semi_dual(xp, cost, eps, g)
+    for it in range(max_iter + 1):
+        plan = xp.exp((f[:, :, None] + g[:, None, :] - cost) / eps[:, None, None])
+        residual = 1 / K - xp.sum(plan, axis=1)
+        error = xp.sum(xp.abs(residual), axis=1)
+        if not bool(xp.all(xp.isfinite(error))):
+            raise FloatingPointError("Sinkhorn diverged; increase reg")
+        finished = error <= tol
+        if it == max_iter:
+            break
+        if bool(xp.any(finished)):
+            keep, out = xp.nonzero(~finished)[0], xp.nonzero(finished)[0]
+            done.append(tuple(xp.take(a, out, axis=0) for a in (index, f, g, plan)))
+            index, f, g, plan, cost, eps, F, residual, error = (
+                xp.take(a, keep, axis=0) for a in (index, f, g, plan, cost, eps, F, residual, error))
+            if index.shape[0] == 0:
+                break
+        coupling = M * (xp.matrix_transpose(plan) @ plan) * (1 - eye)
+        damping = xp.sum(coupling, axis=2) + error[:, None] / K
+        laplacian = eye * damping[:, :, None] - coupling + 1 / K
+        step = xp.linalg.solve(laplacian, (eps[:, None] * residual)[:, :, None])[:, :, 0]
+        slope = xp.sum(residual * step, axis=1)
+        floor = 1e-13 * (xp.abs(F) + eps)
+        t = xp.ones_like(F)
+        for _ in range(40):
+            f_new, F_new = _semi_dual(xp, cost, eps, g + t[:, None] * step)
+            accept = F_new - F >= 1e-4 * t * slope - floor
+            if bool(xp.all(accept)):
+                break
+            t = xp.where(accept, t, t / 2)
+        g, f, F = g + t[:, None] * step, f_new, F_new
+    converged = index.shape[0] == 0
+    if not converged:
+        done.append((index, f, g, plan))
+    index, f, g, plan = (xp.concat([part[k] for part in done], axis=0) for k in range(4))
+    order = xp.argsort(index)
+    return (*(xp.take(a, order, axis=0) for a in (f, g, plan)), converged)
 
 
 def _relative_eps(xp, cost, reg):

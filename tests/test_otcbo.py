@@ -109,7 +109,8 @@ def test_invalid_parameters():
 
 
 def test_sinkhorn_plan_limits_reach_the_solver():
-    """A reachable plan tolerance lets the solves converge; the default 1e-9 at reg = 0.01 does not."""
+    """Sinkhorn-Newton reaches the default 1e-9 at reg = 0.01; three iterations per plan do not, unless
+    the plan tolerance is loose."""
     def unconverged(**plan):
         method = OTCBO(n_particles=6, dt=0.1, alpha=10.0, batch_size=50, barycenter="sinkhorn", reg=0.01,
                        barycenter_tol=1e-6, **plan)
@@ -117,8 +118,9 @@ def test_sinkhorn_plan_limits_reach_the_solver():
         ds = train(method, TwoLayerNetwork(1, 1, 8), square(n_train=100, n_test=20), 2, seed=0)
         return int(ds.barycenter_unconverged[-1])
 
-    assert unconverged() == unconverged(sinkhorn_max_iter=20) == 5  # all 5 solves of 2 epochs
-    assert unconverged(sinkhorn_max_iter=5000, sinkhorn_tol=1e-3) == 0
+    assert unconverged() == 0
+    assert unconverged(sinkhorn_max_iter=3) == 5  # all 5 solves of 2 epochs
+    assert unconverged(sinkhorn_max_iter=3, sinkhorn_tol=1e-3) == 0
 
 
 def test_decay_violations_counts_and_measures_failures():
