@@ -78,8 +78,8 @@ class OTCBO:
     barycenter_tol : float
         Relative decrease of the barycenter objective at which the fixed point stops.
     sinkhorn_max_iter, sinkhorn_tol : int, float
-        Scaling steps per entropic plan and the marginal L1 error at which a plan stops ("sinkhorn"
-        only; at reg = 0.01 the default 1e-9 is rarely reached in 1000 steps).
+        Iterations per entropic plan (Sinkhorn steps, then Newton steps) and the marginal L1 error
+        at which a plan stops ("sinkhorn" only).
     batch_size : int
         Minibatch size S'.
     init_scale : float
