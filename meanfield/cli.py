@@ -22,7 +22,7 @@ def main(argv=None):
     run.add_argument("--seeds", type=int, help="number of seeds, replacing the study's")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     plot = sub.add_parser("plot", help="make the figures of a saved dataset")
-    plot.add_argument("result", help="netCDF file written by `meanfield run`")
+    plot.add_argument("result", help="netCDF file written by `meanfield run`; figures are named after it")
     plot.add_argument("--out-dir", default="figures", help="where to write the PNG files (default figures/)")
     args = parser.parse_args(argv)
 
@@ -39,7 +39,7 @@ def main(argv=None):
             with xr.open_dataset(args.result, engine=NETCDF_ENGINE) as ds:
                 from meanfield.plotting import plot_dataset
 
-                for path in plot_dataset(ds.load(), args.out_dir):
+                for path in plot_dataset(ds.load(), args.out_dir, name=Path(args.result).stem):
                     print(f"wrote {path}")
     except (StudyError, FileNotFoundError) as err:
         print(f"meanfield: error: {err}", file=sys.stderr)

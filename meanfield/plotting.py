@@ -248,11 +248,12 @@ def plot_variance_decay(ds, path):
         plt.close(fig)
 
 
-def plot_dataset(ds, out_dir):
-    """All figures a study's dataset supports, and its summary table; returns the paths written."""
+def plot_dataset(ds, out_dir, name=None):
+    """All figures a study's dataset supports, and its summary table, named ``<name>_<figure>``
+    (default: the study's name); returns the paths written."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    name = ds.attrs["study"]
+    name = name or ds.attrs["study"]
     regression_1d = ds.attrs.get("problem.name") in ("sine", "square", "shifted_sines")
     swept = [dim for dim in SWEEP_DIMS if dim in ds.dims]
     jobs = []

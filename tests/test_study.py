@@ -147,8 +147,9 @@ def test_sweep_over_width_and_particles(study_file, tmp_path):
     figs = tmp_path / "figs"
     assert main(["plot", str(out), "--out-dir", str(figs)]) == 0
     names = sorted(p.name for p in figs.iterdir())
-    assert names == ["tiny_rate_M.png", "tiny_rate_N.png", "tiny_risk_vs_M.png", "tiny_risk_vs_N.png", "tiny_summary.md"]
-    assert "cbo M=4 N=5" in (figs / "tiny_summary.md").read_text()
+    assert names == ["sweep_rate_M.png", "sweep_rate_N.png", "sweep_risk_vs_M.png", "sweep_risk_vs_N.png",
+                     "sweep_summary.md"]  # named after the result file
+    assert "cbo M=4 N=5" in (figs / "sweep_summary.md").read_text()
 
 
 def test_bad_sweep_is_rejected(study_file):
@@ -166,6 +167,9 @@ def test_method_subset_and_seed_count_from_the_command_line(study_file, tmp_path
     ds = xr.open_dataset(out, engine=NETCDF_ENGINE).load()
     assert list(ds.method.values) == ["adam"] and ds.sizes["seed"] == 1
     assert ds.attrs["seeds"] == 1
+    # figures are named after the result file, so a subset's never overwrite the full study's
+    assert main(["plot", str(out), "--out-dir", str(tmp_path / "figs")]) == 0
+    assert sorted(p.name for p in (tmp_path / "figs").iterdir())[-1] == "sub_summary.md"
     with pytest.raises(StudyError, match=r"--methods: unknown label\(s\) \['sgd'\]"):
         load_study(study_file, only_methods=["sgd"])
     with pytest.raises(StudyError, match="seeds must be >= 1"):
