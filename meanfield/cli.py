@@ -20,6 +20,9 @@ def main(argv=None):
     run.add_argument("--data-dir", help="directory of the data files (MNIST IDX)")
     run.add_argument("--methods", help="comma-separated method labels to run (default: all)")
     run.add_argument("--seeds", type=int, help="number of seeds, replacing the study's")
+    run.add_argument("--workers", type=int, default=1,
+                     help="run cells in this many local processes (dask.distributed; default 1: in this process)")
+    run.add_argument("--scheduler", help="address of a dask.distributed scheduler to run the cells on")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     plot = sub.add_parser("plot", help="make the figures of a saved dataset")
     plot.add_argument("result", help="netCDF file written by `meanfield run`; figures are named after it")
@@ -32,7 +35,7 @@ def main(argv=None):
                                only_methods=args.methods.split(",") if args.methods else None)
             out = Path(args.out or f"results/{study.name}.nc")
             out.parent.mkdir(parents=True, exist_ok=True)
-            ds = run_study(study, out, progress=not args.no_progress)
+            ds = run_study(study, out, progress=not args.no_progress, workers=args.workers, scheduler=args.scheduler)
             print(f"wrote {out}\n")
             print(summary_table(ds))
         else:

@@ -229,13 +229,44 @@ def _write(ds, path):
     os.replace(tmp, path)  # atomic: a killed run never leaves a half-written cell behind
 
 
-def run_study(study, output, progress=True, log=print):
+def _train_cell(study, problem, label, point, index, seed, fingerprint, progress=None):
+    """Train one (method, sweep point, seed) cell: its dataset, with the cell's coordinates."""
+    method, network = study.method(label, point), study.network(problem, point)
+    ds = train(method, network, problem, study.epochs, seed=seed, progress=progress)
+    if "M" in point:  # narrower networks are NaN-padded to the widest, so cells stack
+        ds = ds.pad(neuron=(0, max(study.sweep["M"]) - ds.sizes["neuron"]))
+    cell_dims = {"method": [label], **{dim: [value] for dim, value in point.items()}, "seed": [index]}
+    ds = ds.expand_dims(cell_dims)
+    for name in ("diverged_epoch", "state_bytes"):  # per-cell scalars become variables
+        ds[name] = (tuple(cell_dims), np.full((1,) * len(cell_dims), ds.attrs.pop(name), np.int32))
+    ds.attrs["fingerprint"] = fingerprint
+    return ds
+
+
+def _dask_client(workers, scheduler):
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError:
+        raise StudyError("--workers > 1 and --scheduler need dask.distributed: "
+                         "pip install 'meanfield[dask]'") from None
+    if scheduler is not None:
+        return Client(scheduler)
+    # one single-threaded process per worker (dask's nannies also pin BLAS to one thread each)
+    return Client(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None))
+
+
+def run_study(study, output, progress=True, log=print, workers=1, scheduler=None):
     """Run every (method, sweep point, seed) cell not already on disk; write and return the combined dataset.
 
-    Seed i is the same child seed at every sweep point (common random numbers across resolutions).
+    Seed i is the same child seed at every sweep point (common random numbers across resolutions), so a
+    cell's result does not depend on where or in which order it runs. With ``workers`` > 1 the cells run
+    in that many local processes, and with ``scheduler`` (a dask.distributed address) on that cluster;
+    either way each finished cell is written here as soon as it comes back.
     """
     from tqdm.auto import tqdm
 
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise StudyError(f"--workers must be an integer >= 1, got {workers!r}")
     output = Path(output)
     cells_dir = Path(f"{output}.cells")
     cells_dir.mkdir(parents=True, exist_ok=True)
@@ -248,10 +279,9 @@ def run_study(study, output, progress=True, log=print):
     grid = study.grid()
     bar = tqdm(total=len(study.methods) * len(grid) * study.seeds * study.epochs, disable=not progress,
                desc=study.name, unit="epoch")
-    cells = []
+    cells, pending = [], {}
     for label in study.methods:
         for point in grid:
-            method, network = study.method(label, point), study.network(problem, point)
             fingerprint = study.cell_fingerprint(label, point)
             where = "".join(f"-{dim}{value}" for dim, value in point.items())
             for i, seed in enumerate(seeds):
@@ -263,17 +293,24 @@ def run_study(study, output, progress=True, log=print):
                             bar.update(study.epochs)
                             continue
                     log(f"{path}: settings changed since it was written; recomputing")
-                ds = train(method, network, problem, study.epochs, seed=seed, progress=lambda: bar.update(1))
-                bar.update(study.epochs - int(ds.train_risk.notnull().sum()) + 1)
-                if "M" in point:  # narrower networks are NaN-padded to the widest, so cells stack
-                    ds = ds.pad(neuron=(0, max(study.sweep["M"]) - ds.sizes["neuron"]))
-                cell_dims = {"method": [label], **{dim: [value] for dim, value in point.items()}, "seed": [i]}
-                ds = ds.expand_dims(cell_dims)
-                for name in ("diverged_epoch", "state_bytes"):  # per-cell scalars become variables
-                    ds[name] = (tuple(cell_dims), np.full((1,) * len(cell_dims), ds.attrs.pop(name), np.int32))
-                ds.attrs["fingerprint"] = fingerprint
-                _write(ds, path)
+                pending[path] = (label, point, i, seed, fingerprint)
+    if workers == 1 and scheduler is None:
+        for path, cell in pending.items():
+            ds = _train_cell(study, problem, *cell, progress=lambda: bar.update(1))
+            bar.update(study.epochs - int(ds.train_risk.notnull().sum()) + 1)  # epochs a divergence skipped
+            _write(ds, path)
+            cells.append(ds)
+    elif pending:
+        from dask.distributed import as_completed
+
+        with _dask_client(workers, scheduler) as client:
+            shared = client.scatter([study, problem], broadcast=True)
+            futures = {client.submit(_train_cell, *shared, *cell, pure=False): path for path, cell in pending.items()}
+            for future in as_completed(futures):
+                ds = future.result()
+                _write(ds, futures[future])
                 cells.append(ds)
+                bar.update(study.epochs)
     bar.close()
     combine = dict(combine_attrs="drop", join="exact", data_vars="all", coords="different", compat="equals")
     combined = xr.combine_by_coords(cells, **combine)

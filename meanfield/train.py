@@ -31,9 +31,15 @@ DIAGNOSTICS = {
 
 
 def random_streams(seed):
-    """Independent generators (init, minibatches, noise) spawned from one seed or SeedSequence."""
+    """Independent generators (init, minibatches, noise): the children 0, 1, 2 of one seed or SeedSequence.
+
+    The children are built from the seed's entropy and spawn key, not with ``SeedSequence.spawn``, which
+    counts the children already spawned: a second run from the same SeedSequence object would get other
+    streams, so a study's results would depend on the order of its cells."""
     ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
-    return [np.random.default_rng(child) for child in ss.spawn(3)]
+    children = (np.random.SeedSequence(ss.entropy, spawn_key=(*ss.spawn_key, k), pool_size=ss.pool_size)
+                for k in range(3))
+    return [np.random.default_rng(child) for child in children]
 
 
 def _accuracy(network, theta, x, labels):
