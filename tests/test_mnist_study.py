@@ -60,7 +60,7 @@ def test_mnist_study_end_to_end(tmp_path, capsys):
     data = mnist_dir(tmp_path / "data", *synthetic_digits())
     study = tmp_path / "study.toml"
     study.write_text(STUDY.replace("DIR", "nowhere"))
-    out = tmp_path / "m.nc"
+    out = tmp_path / "tiny_mnist.nc"
     # the study's own data_dir does not exist: a clear error naming the expected files
     assert main(["run", str(study), "--out", str(out), "--no-progress"]) == 2
     assert "t10k-images-idx3-ubyte" in capsys.readouterr().err
