@@ -11,6 +11,7 @@ import copy
 import hashlib
 import inspect
 import json
+import math
 import os
 import tomllib
 from pathlib import Path
@@ -305,7 +306,9 @@ def run_study(study, output, progress=True, log=print, workers=1, scheduler=None
 
         with _dask_client(workers, scheduler) as client:
             shared = client.scatter([study, problem], broadcast=True)
-            futures = {client.submit(_train_cell, *shared, *cell, pure=False): path for path, cell in pending.items()}
+            # wider networks and larger ensembles first, so the longest cells do not run last
+            futures = {client.submit(_train_cell, *shared, *cell, pure=False, priority=math.prod(cell[1].values())): path
+                       for path, cell in pending.items()}
             for future in as_completed(futures):
                 ds = future.result()
                 _write(ds, futures[future])
