@@ -282,15 +282,13 @@ def _newton(xp, cost, eps, g, max_iter, tol):
         if not bool(xp.all(xp.isfinite(error))):
             raise FloatingPointError("Sinkhorn diverged; increase reg")
         finished = error <= tol
-        if it == max_iter:
-            break
         if bool(xp.any(finished)):
             keep, out = xp.nonzero(~finished)[0], xp.nonzero(finished)[0]
             done.append(tuple(xp.take(a, out, axis=0) for a in (index, f, g, plan)))
             index, f, g, plan, cost, eps, F, residual, error = (
                 xp.take(a, keep, axis=0) for a in (index, f, g, plan, cost, eps, F, residual, error))
-            if index.shape[0] == 0:
-                break
+        if index.shape[0] == 0 or it == max_iter:
+            break
         coupling = M * (xp.matrix_transpose(plan) @ plan) * (1 - eye)
         damping = xp.sum(coupling, axis=2) + 0.01 * error[:, None] / K
         laplacian = eye * damping[:, :, None] - coupling + 1 / K

@@ -181,8 +181,9 @@ def test_sinkhorn_newton_converges_at_small_reg_and_matches_pot():
             assert_allclose(plan[b], ref, atol=1e-9)
             compared += 1
     assert compared >= 3
-    # an iteration cap that stops before convergence is reported
+    # an iteration cap that stops before convergence is reported, and one that does not is not
     assert not transport._sinkhorn(np, cost, eps, zeros, zeros, 3, 1e-9)[3]
+    assert transport._sinkhorn(np, cost, eps, zeros, zeros, 1, 2.0)[3]  # an L1 error is at most 2
 
 
 # --------------------------------------------------------------------------------------------------
