@@ -306,9 +306,10 @@ def run_study(study, output, progress=True, log=print, workers=1, scheduler=None
 
         with _dask_client(workers, scheduler) as client:
             shared = client.scatter([study, problem], broadcast=True)
-            # wider networks and larger ensembles first, so the longest cells do not run last
-            futures = {client.submit(_train_cell, *shared, *cell, pure=False, priority=math.prod(cell[1].values())): path
-                       for path, cell in pending.items()}
+            # wider networks and larger ensembles first, so the longest cells do not run last (workers
+            # take tasks about in the order they are submitted)
+            order = sorted(pending, key=lambda path: -math.prod(pending[path][1].values()))
+            futures = {client.submit(_train_cell, *shared, *pending[path], pure=False): path for path in order}
             for future in as_completed(futures):
                 ds = future.result()
                 _write(ds, futures[future])
