@@ -148,6 +148,7 @@ def main(argv=None):
     parser.add_argument("--sinkhorn-iters", type=int, default=3,
                         help="support updates of both Sinkhorn barycenters")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--solver", choices=["exact", "sinkhorn"], help="run only this solver's rows")
     args = parser.parse_args(argv)
     cases = QUICK_CASES if args.quick else FULL_CASES
     repeats = 1 if args.quick else args.repeats
@@ -166,6 +167,7 @@ def main(argv=None):
     rows = [("exact", c, "dirichlet") for c in cases]
     rows += [("exact", cases[0], "gibbs"), ("exact", cases[0], "step")]
     rows += [("sinkhorn", c, "dirichlet") for c in cases]
+    rows = [row for row in rows if args.solver in (None, row[0])]
     for solver, (n, m, d), weights in rows:
         measures, beta, init = make_case(n, m, d, "dirichlet" if weights == "step" else weights, args.seed)
         warm_start = None
