@@ -218,7 +218,7 @@ def _sinkhorn(xp, cost, eps, f, g, max_iter, tol):
     if not bool(xp.all(xp.isfinite(rows)) & xp.all(rows > tiny) & xp.all(cols > tiny)):
         # The warm start is too far off (a row or column of the kernel under- or overflows): one
         # log-domain sweep leaves every row with mass >= 1/(M K) and every column with 1/K.
-        f = e * (-math.log(M) - _logsumexp(xp, (g[:, None, :] - cost) / e3, axis=2))
+        f = _semi_dual(xp, cost, eps, g)[0]
         g = e * (-math.log(K) - _logsumexp(xp, (f[:, :, None] - cost) / e3, axis=1))
         kernel = xp.exp((f[:, :, None] + g[:, None, :] - cost) / e3)
     u = xp.ones_like(f)
