@@ -542,7 +542,8 @@ class ExactBarycenter:
         y_j \leftarrow \sum_n \beta_n\, x_{n, \pi_n^{-1}(j)}.
 
     F never increases; the iteration stops at a local minimum (the exact problem is NP-hard for
-    N >= 3), when the relative decrease of F is at most ``tol`` or after ``max_iter`` updates.
+    N >= 3): when the assignments repeat (the next update would return the same support), when
+    the relative decrease of F is at most ``tol``, or after ``max_iter`` updates.
 
     Measures with :math:`\beta_n < \mathrm{weight\_threshold}\cdot\max_m\beta_m` are left out of the
     iterations (Gibbs weights at large alpha are mostly negligible) and the others are
@@ -636,10 +637,13 @@ class ExactBarycenter:
         while n_iter < self.max_iter and not converged:
             # y_j = sum_n beta_n x_{n, pi_n^{-1}(j)}: gather each measure in barycenter order.
             support = xp.tensordot(share, _gather_rows(xp, xa1, inverse), axes=1)[:, :D]
+            previous = warm_a[1].copy()  # the step overwrites the host permutations
             perm, inverse, w2, warm_a = _exact_step(xp, xa1, xa_sq, support, self.workers, warm_a)
             history.append(0.5 * float(xp.sum(wa * w2)))
             n_iter += 1
-            converged = history[-2] - history[-1] <= self.tol * abs(history[-2])
+            # Repeated assignments would give the same support again: a fixed point.
+            converged = (history[-2] - history[-1] <= self.tol * abs(history[-2])
+                         or np.array_equal(previous, warm_a[1]))
         potentials = np.empty((B, M))
         potentials[rows_a] = warm_a[0]
         if rest.shape[0]:
