@@ -314,6 +314,20 @@ def test_warm_start_from_previous_result_changes_nothing_but_speed(threshold):
     assert_allclose(warm.history, cold.history, rtol=1e-13)
 
 
+def test_exact_stops_when_assignments_repeat():
+    """With tol = 0 only a repeated assignment (or max_iter) ends the iteration; started again at
+    its result, the solver makes one update, finds the same assignments and returns the same support."""
+    x, beta, init = _instance(34, 20, 15, 2)
+    res = ExactBarycenter(tol=0.0).solve(x, beta, 3.0 * init)
+    assert res.converged and 1 <= res.n_iter < 100
+    assert (np.diff(res.history) < 0).all()  # no final update that leaves the support as it was
+    again = ExactBarycenter(tol=0.0).solve(x, beta, res.support, warm_start=res)
+    assert again.converged and again.n_iter == 1
+    assert_array_equal(again.assignment, res.assignment)
+    assert_allclose(again.support, res.support, rtol=0, atol=1e-14)
+    assert again.history[1] == again.history[0]
+
+
 @pytest.mark.parametrize("seed", range(10))
 def test_one_dominant_measure_stops_at_once(seed):
     """Gibbs weights at large alpha often leave one measure: the barycenter is that measure and the
