@@ -3,7 +3,8 @@
 import numpy as np
 import xarray as xr
 
-__all__ = ["last_recorded", "instability", "summary_table", "cells_of", "fit_slope", "decay_violations"]
+__all__ = ["last_recorded", "instability", "summary_table", "cells_of", "fit_slope", "slope_interval",
+           "decay_violations"]
 
 
 def last_recorded(da):
@@ -61,6 +62,23 @@ def fit_slope(x, y):
     return float(np.polyfit(np.log(x[ok]), np.log(y[ok]), 1)[0])
 
 
+def slope_interval(x, finals, level=0.95, n_resamples=4000, seed=0):
+    """Percentile bootstrap interval over seeds for the log-log slope of the median of ``finals`` vs ``x``.
+
+    ``finals`` has shape (len(x), n_seeds). Seeds are resampled with replacement as whole columns:
+    seed i shares its random streams across the x values (common random numbers), so its results
+    are paired. Each resample's slope is ``fit_slope(x, median over its seeds)``. With few seeds the
+    interval is coarse: n seeds allow only (2n - 1)! / (n! (n - 1)!) distinct resamples (10 for n = 3).
+    """
+    x, finals = np.asarray(x, float), np.asarray(finals, float)
+    if not np.all(np.isfinite(finals) & (finals > 0)):
+        return np.nan, np.nan
+    idx = np.random.default_rng(seed).integers(0, finals.shape[1], size=(n_resamples, finals.shape[1]))
+    medians = np.median(finals[:, idx], axis=-1)  # (len(x), n_resamples)
+    slopes = np.polyfit(np.log(x), np.log(medians), 1)[0]
+    return tuple(float(q) for q in np.quantile(slopes, [(1 - level) / 2, (1 + level) / 2]))
+
+
 def _decay_factor(ds, method):
     """(1 - lambda dt)^(2 k) per recorded epoch, k = iterations per epoch."""
     dt, drift = (float(ds.attrs[f"methods.{method}.{key}"]) for key in ("dt", "drift"))
@@ -109,8 +127,12 @@ def summary_table(ds):
     for dim in SWEEP_DIMS:
         if dim in ds.dims and ds.sizes[dim] > 1:
             for m in ds.method.values:
-                med = last_recorded(ds.train_risk.sel({"method": m})).median("seed")
-                other = [d for d in med.dims if d != dim]
-                med = med.median(other) if other else med
-                text += f"\nfinal train risk of {m} vs {dim}: fitted slope {fit_slope(ds[dim], med):.2f} (log-log)\n"
+                final = last_recorded(ds.train_risk.sel({"method": m}))
+                other = [d for d in final.dims if d not in ("seed", dim)]
+                final = (final.median(other) if other else final).transpose(dim, "seed")
+                lo, hi = slope_interval(ds[dim], final)
+                wins = int((final[-1] < final[0]).sum())
+                text += (f"\nfinal train risk of {m} vs {dim}: fitted slope {fit_slope(ds[dim], final.median('seed')):.2f}"
+                         f" (log-log), 95% bootstrap interval over seeds [{lo:.2f}, {hi:.2f}]; {dim} = "
+                         f"{int(ds[dim][-1])} lower than {dim} = {int(ds[dim][0])} in {wins} of {final.sizes['seed']} seeds\n")
     return text
