@@ -293,7 +293,9 @@ def run_study(study, output, progress=True, log=print, workers=1, scheduler=None
                 if path.exists():
                     with xr.open_dataset(path, engine=NETCDF_ENGINE) as old:
                         if old.attrs.get("fingerprint") == fingerprint:
-                            cells.append(old.load())
+                            # without its on-disk encoding: the label's string width must not carry
+                            # over to the combined dataset, whose labels may be longer
+                            cells.append(old.load().drop_encoding())
                             bar.update(study.epochs)
                             continue
                     log(f"{path}: settings changed since it was written; recomputing")

@@ -1,6 +1,7 @@
 """Study files and the command line, end to end on a tiny study."""
 
 import textwrap
+import warnings
 
 import numpy as np
 import pytest
@@ -202,3 +203,17 @@ def test_a_cell_does_not_depend_on_the_cells_run_before_it(study_file, tmp_path)
     a = xr.open_dataset(full, engine=NETCDF_ENGINE).load().sel({"method": ["adam"]})
     b = xr.open_dataset(alone, engine=NETCDF_ENGINE).load()
     xr.testing.assert_equal(a.drop_vars("wall_time"), b.drop_vars("wall_time"))  # attrs name the methods run
+
+
+def test_cells_read_back_do_not_carry_their_encoding(tmp_path):
+    # A cell read from disk remembers its label's width ("adam": 4 characters); writing the combined
+    # dataset with that encoding would truncate or warn about the longer "cbo_long".
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY.replace("[methods.cbo]", "[methods.cbo_long]"))
+    out = tmp_path / "tiny.nc"
+    assert main(["run", str(path), "--out", str(out), "--no-progress"]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main(["run", str(path), "--out", str(out), "--no-progress"]) == 0
+    with xr.open_dataset(out, engine=NETCDF_ENGINE) as ds:
+        assert list(ds.method.values) == ["adam", "cbo_long"]
