@@ -11,7 +11,8 @@ import numpy as np  # noqa: E402
 
 from meanfield.network import TwoLayerNetwork  # noqa: E402
 from meanfield.problems import make_problem  # noqa: E402
-from meanfield.results import SWEEP_DIMS, fit_slope, instability, last_recorded, summary_table  # noqa: E402
+from meanfield.results import (SWEEP_DIMS, fit_slope, instability, last_recorded, summary_table,  # noqa: E402
+                               sweep_finals)
 
 __all__ = ["plot_risk", "plot_fits", "plot_task_risk", "plot_task_fits", "plot_instability", "plot_accuracy",
            "plot_dataset"]
@@ -195,9 +196,7 @@ def plot_rate(ds, dim, path):
         fig, ax = plt.subplots(figsize=(5, 3.4))
         x = ds[dim].values.astype(float)
         for i, m in enumerate(ds.method.values):
-            final = last_recorded(ds.train_risk.sel({"method": m}))
-            other = [d for d in final.dims if d not in ("seed", dim)]
-            final = final.median(other) if other else final
+            final = sweep_finals(ds, m, dim)
             q1, med, q3 = (final.quantile(q, dim="seed").values for q in (0.25, 0.5, 0.75))
             ax.errorbar(x, med, yerr=[med - q1, q3 - med], fmt="o-", color=_color(str(m), i), capsize=3,
                         label=f"{m}: fitted slope {fit_slope(x, med):.2f}")

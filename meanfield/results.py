@@ -3,8 +3,8 @@
 import numpy as np
 import xarray as xr
 
-__all__ = ["last_recorded", "instability", "summary_table", "cells_of", "fit_slope", "slope_interval",
-           "decay_violations"]
+__all__ = ["last_recorded", "sweep_finals", "instability", "summary_table", "cells_of", "fit_slope",
+           "slope_interval", "decay_violations"]
 
 
 def last_recorded(da):
@@ -15,6 +15,13 @@ def last_recorded(da):
     out = np.take_along_axis(values, last[..., None], axis=-1)[..., 0]
     return xr.DataArray(np.where(finite.any(-1), out, np.nan), dims=[d for d in da.dims if d != "epoch"],
                         coords={d: da[d].values for d in da.dims if d != "epoch"})
+
+
+def sweep_finals(ds, method, dim):
+    """Final train risk of ``method``, dims (``dim``, seed): median over any other sweep dimension."""
+    final = last_recorded(ds.train_risk.sel({"method": method}))
+    other = [d for d in final.dims if d not in ("seed", dim)]
+    return (final.median(other) if other else final).transpose(dim, "seed")
 
 
 def instability(risk, factor=10.0):
@@ -127,9 +134,7 @@ def summary_table(ds):
     for dim in SWEEP_DIMS:
         if dim in ds.dims and ds.sizes[dim] > 1:
             for m in ds.method.values:
-                final = last_recorded(ds.train_risk.sel({"method": m}))
-                other = [d for d in final.dims if d not in ("seed", dim)]
-                final = (final.median(other) if other else final).transpose(dim, "seed")
+                final = sweep_finals(ds, m, dim)
                 lo, hi = slope_interval(ds[dim], final)
                 wins = int((final[-1] < final[0]).sum())
                 text += (f"\nfinal train risk of {m} vs {dim}: fitted slope {fit_slope(ds[dim], final.median('seed')):.2f}"

@@ -190,7 +190,6 @@ def test_cells_run_on_dask_workers_give_the_same_dataset(study_file, tmp_path):
     xr.testing.assert_identical(a.drop_vars("wall_time"), b.drop_vars("wall_time"))  # timings differ
 
 
-
 def test_dask_workers_keep_glibc_malloc_defaults(monkeypatch):
     # dask's nannies set MALLOC_TRIM_THRESHOLD_, which made every large temporary a fresh mmap and
     # OT-CBO cells train 2x slower in workers than in a plain process
@@ -201,6 +200,7 @@ def test_dask_workers_keep_glibc_malloc_defaults(monkeypatch):
     with _dask_client(1, None) as client:
         env = client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_"))
     assert list(env.values()) == [None]
+
 
 def test_bad_worker_count_is_rejected(study_file, tmp_path, capsys):
     assert main(["run", str(study_file), "--out", str(tmp_path / "x.nc"), "--workers", "0"]) == 2
