@@ -235,6 +235,11 @@ def _assign(cost, potentials, assignment, inverse, total, warm):
             total[b] += c[i, assignment[b, i]]
 
 
+# The costs' max - min must stay this factor below the largest float: the solver's potentials and
+# reduced costs span a few times the costs' range.
+_SPAN_HEADROOM = 32
+
+
 def threads(workers):
     """The number of threads ``workers`` asks for (-1: every CPU)."""
     return (os.cpu_count() or 1) if workers == -1 else workers
@@ -260,7 +265,8 @@ def linear_assignment(cost, potentials=None, assignment=None, workers=1):
     Parameters
     ----------
     cost : numpy.ndarray, shape (B, M, M), float
-        Cost matrices, finite. Any float dtype; solved in float64.
+        Cost matrices, finite, with max - min at most 1/32 of the largest float (a
+        FloatingPointError otherwise). Any float dtype; solved in float64.
     potentials : numpy.ndarray, shape (B, M), float, optional
         Column potentials v of a previous solve (warm start; needs ``assignment`` too).
     assignment : numpy.ndarray, shape (B, M), int, optional
@@ -290,8 +296,16 @@ def linear_assignment(cost, potentials=None, assignment=None, workers=1):
     cost = np.ascontiguousarray(cost, dtype=np.float64)
     if cost.ndim != 3 or cost.shape[1] != cost.shape[2]:
         raise ValueError(f"cost must have shape (B, M, M), got shape {cost.shape}")
+    # The compiled solver trusts its input: NaN or inf breaks its comparisons (it may then read out
+    # of bounds and crash the process), and so do reduced costs that overflow.
     if not np.all(np.isfinite(cost)):
-        raise ValueError("cost contains NaN or infinite values")
+        raise FloatingPointError("cost contains NaN or infinite values; the costs must be finite")
+    if cost.size:
+        span, limit = float(np.max(cost)) - float(np.min(cost)), float(np.finfo(np.float64).max) / _SPAN_HEADROOM
+        if not span <= limit:
+            raise FloatingPointError(
+                f"cost entries span {span:.3g}, their max - min must be <= {limit:.3g} "
+                "(reduced costs would overflow)")
     batch, m = cost.shape[:2]
     warm = potentials is not None or assignment is not None
     if warm:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from meanfield._array import namespace
-from meanfield._validate import check_float, check_int
+from meanfield._validate import check_bool, check_float, check_int
 from meanfield.consensus import consensus_point, gibbs_weights
 from meanfield.noise import make_noise
 from meanfield.schedules import make_schedule
@@ -109,7 +109,7 @@ class CBO:
         self.noise = make_noise(noise)
         self.batch_size = check_int("batch_size", batch_size, low=1)
         self.init_scale = check_float("init_scale", init_scale, low=0, low_open=True)
-        self.require_decay = bool(require_decay)
+        self.require_decay = check_bool("require_decay", require_decay)
 
     def init(self, network, rng):
         if self.require_decay and hasattr(self.noise, "decay_bound"):

@@ -2,10 +2,11 @@ r"""Gibbs weights and the consensus point of finite CBO (eq. 22, 24 of arXiv 251
 
 .. math:: \beta_n = \frac{e^{-\alpha R_n}}{\sum_k e^{-\alpha R_k}}, \qquad V = \sum_n \beta_n \theta_n
 
-computed with log-sum-exp, so alpha up to 1e7 and beyond stays finite.
+computed with the risks shifted by their minimum, so any finite alpha stays finite.
 """
 
 from meanfield._array import namespace
+from meanfield._validate import check_number
 
 __all__ = ["gibbs_weights", "consensus_point"]
 
@@ -18,8 +19,8 @@ def gibbs_weights(risks, alpha, axis=0):
     risks : array, shape (N,) or (N, P)
         Risk of each particle (on each of P tasks); +inf gets weight 0, NaN is an error.
     alpha : float
-        Inverse temperature >= 0. alpha = 0 gives uniform weights (V is the mean); alpha -> inf
-        puts all weight on the best particle (Laplace principle).
+        Inverse temperature, finite and >= 0. alpha = 0 gives uniform weights (V is the mean);
+        alpha -> inf puts all weight on the best particle (Laplace principle).
 
     Returns
     -------
@@ -32,17 +33,24 @@ def gibbs_weights(risks, alpha, axis=0):
     array([1., 0., 0.])
     >>> gibbs_weights(np.array([1.0, 3.0]), alpha=0.0)
     array([0.5, 0.5])
+    >>> gibbs_weights(np.array([1e10, 2e10, np.inf]), alpha=1e300)
+    array([1., 0., 0.])
     """
     xp = namespace(risks)
-    if not alpha >= 0:
-        raise ValueError(f"alpha must be >= 0, got {alpha}")
+    alpha = float(check_number("alpha", alpha))
     if bool(xp.any(xp.isnan(risks))):
         raise FloatingPointError("a particle risk is NaN; Gibbs weights are undefined")
-    if not bool(xp.all(xp.any(xp.isfinite(risks), axis=axis))):
+    finite = xp.isfinite(risks)
+    if not bool(xp.all(xp.any(finite, axis=axis))):
         raise FloatingPointError("every particle risk is infinite; Gibbs weights are undefined")
-    # alpha * inf would give nan when alpha = 0: exclude infinite risks explicitly
-    logits = xp.where(xp.isfinite(risks), -alpha * xp.where(xp.isfinite(risks), risks, 0.0), -xp.inf)
-    logits = logits - xp.max(logits, axis=axis, keepdims=True)
+    # Shifted by the smallest finite risk before scaling: alpha * R itself can overflow at large
+    # alpha (then inf - inf = nan), while alpha * (R - min R) >= 0 only underflows to weight 0.
+    # Infinite risks are replaced before the product, since alpha * inf is nan when alpha = 0.
+    low = xp.min(xp.where(finite, risks, xp.inf), axis=axis, keepdims=True)
+    gap = xp.where(finite, risks, low) - low
+    if alpha > 0:  # exp(-800) is 0 already: clipping there changes no weight and avoids overflow
+        gap = xp.clip(gap, None, 800.0 / alpha)
+    logits = xp.where(finite, -alpha * gap, -xp.inf)
     w = xp.exp(logits)
     return w / xp.sum(w, axis=axis, keepdims=True)
 

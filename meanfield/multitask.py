@@ -15,6 +15,7 @@ from typing import Any
 import math
 
 from meanfield._array import namespace
+from meanfield._validate import check_bool
 from meanfield.cbo import CBO, cbo_update
 from meanfield.consensus import gibbs_weights
 
@@ -77,7 +78,7 @@ class MultiTaskCBO(CBO):
         super().__init__(n_particles=n_particles, dt=dt, drift=drift, sigma_squared=sigma_squared, alpha=alpha,
                          noise=noise, batch_size=batch_size, init_scale=init_scale, require_decay=require_decay)
         task_assignment(2, 1, assignment)  # validates the name early
-        self.assignment, self.shared = assignment, bool(shared)
+        self.assignment, self.shared = assignment, check_bool("shared", shared)
 
     def check_tasks(self, n_tasks):
         """Raise a ValueError if this ensemble cannot serve ``n_tasks`` tasks."""

@@ -12,11 +12,11 @@ An ensemble of N networks is one array ``theta`` of shape ``(n_particles, n_neur
 axis is laid out as ``[w (d) | b (1) | c (C)]``.
 """
 
+import numbers
 from dataclasses import dataclass
 
-import numpy as np
-
 from meanfield._array import namespace, relu_
+from meanfield._validate import check_class_indices, check_float, check_int
 
 __all__ = ["TwoLayerNetwork", "ACTIVATIONS", "LOSSES"]
 
@@ -98,7 +98,7 @@ class TwoLayerNetwork:
     def __post_init__(self):
         for name in ("n_inputs", "n_outputs", "n_neurons"):
             value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
@@ -106,8 +106,9 @@ class TwoLayerNetwork:
             raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {self.loss!r}")
         if self.loss == "cross_entropy" and self.n_outputs < 2:
             raise ValueError(f"n_outputs must be >= 2 for loss='cross_entropy', got {self.n_outputs}")
-        if self.block_elements is not None and self.block_elements < 1:
-            raise ValueError(f"block_elements must be >= 1 or None, got {self.block_elements!r}")
+        b = self.block_elements
+        if b is not None and (isinstance(b, bool) or not isinstance(b, numbers.Integral) or b < 1):
+            raise ValueError(f"block_elements must be an integer >= 1 or None, got {b!r}")
 
     @property
     def dim(self):
@@ -119,16 +120,24 @@ class TwoLayerNetwork:
 
         Returns an array of shape (n_particles, n_neurons, D), float64.
         """
-        if n_particles < 1:
-            raise ValueError(f"n_particles must be >= 1, got {n_particles}")
-        if not scale > 0:
-            raise ValueError(f"init_scale must be > 0, got {scale}")
+        check_int("n_particles", n_particles, low=1)
+        check_float("init_scale", scale, low=0, low_open=True)
         return rng.uniform(-scale, scale, size=(n_particles, self.n_neurons, self.dim))
 
     def targets(self, y):
-        """Targets in the form the loss uses: (S, C) floats for mse, one-hot (S, C) for cross-entropy."""
+        """Targets in the form the loss uses: (S, C) floats for mse, one-hot (S, C) for cross-entropy.
+
+        Class indices must be integers in [0, C - 1] (integer-valued floats are accepted): any other
+        label would become an all-zero one-hot row, a wrong loss and gradient with no error.
+
+        >>> import numpy as np
+        >>> TwoLayerNetwork(1, 3, 2, loss="cross_entropy").targets(np.array([2, 0]))
+        array([[0., 0., 1.],
+               [1., 0., 0.]])
+        """
         xp = namespace(y)
         if self.loss == "cross_entropy":
+            check_class_indices("y", y, self.n_outputs)
             return xp.astype(y[:, None] == xp.arange(self.n_outputs), xp.float64)
         return xp.reshape(y, (y.shape[0], self.n_outputs))
 

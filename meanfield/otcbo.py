@@ -59,7 +59,7 @@ class OTCBO:
     n_particles : int
         Number of particle measures N >= 1.
     dt, drift : float
-        Time step > 0 and drift rate :math:`\lambda > 0`.
+        Time step > 0 and drift rate :math:`\lambda > 0`, with :math:`\lambda\, dt \le 1`.
     sigma_squared : float
         :math:`\sigma^2 \geq 0` at the first iteration; 0 is the deterministic scheme.
     noise : {"additive", "anisotropic"}
@@ -94,6 +94,11 @@ class OTCBO:
         self.n_particles = check_int("n_particles", n_particles, low=1)
         self.dt = check_float("dt", dt, low=0, low_open=True)
         self.drift = check_float("drift", drift, low=0, low_open=True)
+        if self.drift * self.dt > 1:
+            # x <- x - lambda dt (x - T(x)) with lambda dt > 1 moves every atom past its image T(x)
+            # under the map to the barycenter: Proposition 3 needs lambda dt in (0, 1].
+            raise ValueError("drift * dt must be <= 1 (the move toward the barycenter overshoots otherwise), "
+                             f"got drift = {self.drift:.15g}, dt = {self.dt:.15g}")
         self.sigma_squared = check_float("sigma_squared", sigma_squared, low=0)
         if noise not in ("additive", "anisotropic"):
             raise ValueError(f"noise must be one of ['additive', 'anisotropic'], got {noise!r}")

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from meanfield._validate import check_float, check_int
+from meanfield._validate import check_class_indices, check_float, check_int
 
 __all__ = ["Problem", "sine", "square", "shifted_sines", "mnist", "make_problem"]
 
@@ -21,7 +21,7 @@ class Problem:
     name : str
     x_train, x_test : ndarray, shape (S, d), float64
     y_train, y_test : ndarray, float64 of shape (S,) or (S, P) for P tasks sharing the inputs,
-        or int64 class indices of shape (S,) for classification.
+        or int64 class indices of shape (S,) in [0, n_outputs - 1] for classification.
     loss : {"mse", "cross_entropy"}
     n_outputs : int
         C: 1 for regression, the number of classes for classification.
@@ -39,6 +39,9 @@ class Problem:
     info: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        if self.loss not in ("mse", "cross_entropy"):
+            raise ValueError(f"loss must be one of ['cross_entropy', 'mse'], got {self.loss!r}")
+        check_int("n_outputs", self.n_outputs, low=1)
         for split in ("train", "test"):
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
             if x.ndim != 2:
@@ -47,6 +50,8 @@ class Problem:
                 raise ValueError(f"y_{split} has {y.shape[0]} samples but x_{split} has {x.shape[0]}")
             if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
                 raise ValueError(f"x_{split} / y_{split} contain NaN or infinite values")
+            if self.loss == "cross_entropy":
+                check_class_indices(f"y_{split}", y, self.n_outputs)
         if self.x_train.shape[1] != self.x_test.shape[1]:
             raise ValueError("x_train and x_test must have the same number of inputs")
 

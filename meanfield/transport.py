@@ -93,6 +93,29 @@ def _check_method(method):
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
 
 
+# Headroom of the cost bound below: with s the largest |coordinate|, |x|^2 and |y|^2 are at most
+# D s^2 and |2 x.y| at most 2 D s^2, so every cost (and partial sum) lies within 4 D s^2 of 0; the
+# assignment solver forms reduced costs and potentials a few times the costs' span and returns
+# nonsense once they overflow. 256 D s^2 <= the largest float keeps that span 32 times below it.
+_COST_HEADROOM = 256
+
+
+def _check_cost_scale(xp, dim, *centred):
+    """Raise a FloatingPointError unless the squared distances between the atoms of ``centred``
+    (arrays of dimension ``dim``, already centred as the cost is computed) stay finite with the
+    headroom the solvers need. Called before any cost is formed: non-finite costs would make the
+    compiled assignment solver read out of bounds, and Sinkhorn's kernels nan."""
+    limit = math.sqrt(float(xp.finfo(centred[0].dtype).max) / (_COST_HEADROOM * dim))
+    for a in centred:
+        if array_api_compat.size(a) == 0:
+            continue
+        size = max(float(xp.max(a)), -float(xp.min(a)))
+        if not size <= limit:  # also catches nan (a centre that overflowed)
+            raise FloatingPointError(
+                "squared distances between atoms overflow (non-finite costs); the atoms are too large: "
+                f"|coordinate| up to {size:.3g} after centring, the limit for D = {dim} is {limit:.3g}")
+
+
 # --------------------------------------------------------------------------------------------------
 # numerical core
 # --------------------------------------------------------------------------------------------------
@@ -142,6 +165,7 @@ def _sqdist(xp, x, y):
     centre = xp.mean(y, axis=-2, keepdims=True)
     x = x - centre
     y = y - centre
+    _check_cost_scale(xp, x.shape[-1], x, y)
     cross = x @ xp.matrix_transpose(y)
     cost = xp.sum(x * x, axis=-1)[..., :, None] + xp.sum(y * y, axis=-1)[..., None, :] - 2 * cross
     return xp.clip(cost, 0, None)
@@ -622,12 +646,14 @@ class ExactBarycenter:
         centre = xp.tensordot(beta, xp.mean(x, axis=1), axes=1)
         active, rest = _split(xp, beta, self.weight_threshold)
         xa = (xp.take(x, active, axis=0) if rest.shape[0] else x) - centre
+        support = init - centre
+        # later supports are convex combinations of the atoms of xa, so one check covers them
+        _check_cost_scale(xp, D, xa, support)
         xa_sq = xp.sum(xp.vecdot(xa, xa), axis=1)
         xa1 = _with_ones(xp, xa)  # [x, 1]: also what the support update gathers (one copy of x)
         del xa
         wa = xp.take(beta, active, axis=0)
         share = wa / xp.sum(wa)
-        support = init - centre
         rows_a = to_numpy(active)
         warm_a = None if warm is None else (warm[0][rows_a], warm[1][rows_a])
         perm, inverse, w2, warm_a = _exact_step(xp, xa1, xa_sq, support, self.workers, warm_a)
@@ -649,6 +675,7 @@ class ExactBarycenter:
         if rest.shape[0]:
             rows_r = to_numpy(rest)
             xr = xp.take(x, rest, axis=0) - centre
+            _check_cost_scale(xp, D, xr)
             warm_r = None if warm is None else (warm[0][rows_r], warm[1][rows_r])
             perm_r, _, _, (potentials[rows_r], _) = _exact_step(
                 xp, _with_ones(xp, xr), xp.sum(xp.vecdot(xr, xr), axis=1), support, self.workers, warm_r)
@@ -783,10 +810,12 @@ class SinkhornBarycenter:
         # the expanded costs accurate; the mean square of the centred atoms gives the cost scale.
         centre = xp.tensordot(beta, xp.mean(x, axis=1), axes=1)
         x = x - centre
+        support = init - centre
+        # later supports are convex combinations of the atoms of x, so one check covers them
+        _check_cost_scale(xp, x.shape[2], x, support)
         x_sq = xp.sum(x * x, axis=2)
         scale = 2 * float(xp.sum(beta * xp.mean(x_sq, axis=1)))
         eps = self.reg * (scale if scale > 0 else 1.0)
-        support = init - centre
         active, rest = _split(xp, beta, self.weight_threshold)
         xa = xp.take(x, active, axis=0)
         xa_sq = xp.take(x_sq, active, axis=0)

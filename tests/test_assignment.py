@@ -134,7 +134,6 @@ def test_in_blocks_covers_the_range_once(n, n_blocks, workers):
 @pytest.mark.parametrize("kwargs, match", [
     (dict(cost=np.zeros((3, 3))), r"cost must have shape \(B, M, M\)"),
     (dict(cost=np.zeros((1, 3, 4))), r"cost must have shape \(B, M, M\)"),
-    (dict(cost=np.full((1, 2, 2), np.nan)), "cost contains NaN"),
     (dict(cost=np.zeros((1, 2, 2)), potentials=np.zeros((1, 2))), "needs both potentials and assignment"),
     (dict(cost=np.zeros((1, 2, 2)), potentials=np.zeros((1, 3)), assignment=np.zeros((1, 3), int)),
      r"shape \(B, M\) = \(1, 2\)"),
@@ -147,3 +146,21 @@ def test_in_blocks_covers_the_range_once(n, n_blocks, workers):
 def test_invalid_inputs_name_the_parameter(kwargs, match):
     with pytest.raises(ValueError, match=match):
         linear_assignment(**kwargs)
+
+
+@pytest.mark.parametrize("cost, match", [
+    (np.full((1, 2, 2), np.nan), "cost contains NaN or infinite values"),
+    (np.array([[[0.0, np.inf], [1.0, 2.0]]]), "cost contains NaN or infinite values"),
+    # finite, but c - v overflows inside the solver
+    (np.array([[[1e308, -1e308], [0.0, 1.0]]]), r"cost entries span inf, their max - min must be <= 5.62e\+306"),
+    (np.array([[[1e307, -1e306], [0.0, 1.0]]]), r"cost entries span 1.1e\+307"),
+])
+def test_costs_the_solver_cannot_handle_raise_floating_point_error(cost, match):
+    with pytest.raises(FloatingPointError, match=match):
+        linear_assignment(cost)
+
+
+def test_costs_within_the_span_limit_are_solved():
+    cost = np.array([[[5e306, 0.0], [0.0, 5e306]]])
+    perm, _ = linear_assignment(cost)
+    assert_array_equal(perm, [[1, 0]])

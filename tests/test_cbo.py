@@ -1,8 +1,12 @@
 """Finite CBO: consensus, exact contraction identities and the one-step variance factor."""
 
+import math
+import re
+
 import numpy as np
 import pytest
-from numpy.testing import assert_allclose
+from numpy.testing import assert_allclose, assert_array_equal
+from scipy.special import softmax
 
 from meanfield import CBO, TwoLayerNetwork, gibbs_weights, consensus_point, sine, train
 from meanfield.cbo import cbo_update
@@ -102,7 +106,7 @@ def test_quick_cbo_run_on_sine_lowers_the_risk():
     cbo = CBO(n_particles=50, dt=0.1, drift=1.0, sigma_squared=1.6, alpha=1e5, batch_size=100)
     ds = train(cbo, net, problem, epochs=8, seed=0)
     assert ds.train_risk[-1] < 0.5 * ds.train_risk[0], ds.train_risk.values
-    assert ds.attrs["diverged_epoch"] == -1
+    assert int(ds.diverged_epoch) == -1
 
 
 def test_runs_are_reproducible_and_seeds_independent():
@@ -125,3 +129,59 @@ def test_invalid_hyper_parameters_name_the_parameter():
     with pytest.raises(ValueError, match=r"sigma_squared must be < 2 with anisotropic noise .*require_decay"):
         cbo.init(TwoLayerNetwork(1, 1, 3), np.random.default_rng())
     CBO(drift=1.0, sigma_squared=1.9, require_decay=True).init(TwoLayerNetwork(1, 1, 3), np.random.default_rng())
+
+
+def _gibbs_loop(risks, alpha):
+    """Gibbs weights of one column from Python floats: exponents of the shifted finite risks."""
+    risks = [float(r) for r in risks]
+    low = min(r for r in risks if math.isfinite(r))
+    e = [math.exp(-alpha * (r - low)) if math.isfinite(r) else 0.0 for r in risks]
+    return [v / math.fsum(e) for v in e]
+
+
+def test_gibbs_weights_stay_finite_at_huge_alpha_times_risk():
+    assert_array_equal(gibbs_weights(np.array([1e10, 2e10]), 1e300), [1.0, 0.0])
+    assert_array_equal(gibbs_weights(np.array([3e10, 2e10, np.inf, 2e10]), 1e300), [0.0, 0.5, 0.0, 0.5])
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.7, 30.0, 1e5, 1e7, 1e300])
+@pytest.mark.parametrize("offset", [0.0, 1e9])
+def test_gibbs_weights_match_an_independent_computation(alpha, offset):
+    rng = np.random.default_rng(5)
+    risks = offset + rng.uniform(0.5, 1.5, size=12) * 10.0 ** rng.uniform(-3, 10, size=12)
+    assert_allclose(gibbs_weights(risks, alpha), _gibbs_loop(risks, alpha), rtol=1e-12, atol=1e-300)
+    if alpha * float(np.ptp(risks)) < 700:  # where scipy's softmax does not overflow
+        assert_allclose(gibbs_weights(risks, alpha), softmax(-alpha * risks), rtol=1e-12)
+    # (N, P): one softmax per task over axis 0, +inf where a task may not use a particle
+    matrix = offset + rng.uniform(0.0, 2.0, size=(9, 4)) * 10.0 ** rng.uniform(-2, 8, size=(9, 4))
+    matrix[rng.uniform(size=matrix.shape) < 0.3] = np.inf
+    matrix[0] = offset + rng.uniform(size=4)  # every task keeps a finite risk
+    w = gibbs_weights(matrix, alpha, axis=0)
+    expected = np.array([_gibbs_loop(matrix[:, p], alpha) for p in range(4)]).T
+    assert_allclose(w, expected, rtol=1e-12, atol=1e-300)
+    assert np.all(w[np.isinf(matrix)] == 0.0)
+    assert_allclose(w.sum(axis=0), 1.0, rtol=1e-15)
+    assert_allclose(gibbs_weights(matrix.T, alpha, axis=1), w.T, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("alpha", [np.inf, np.nan, -1.0, True, "1.0", None])
+def test_gibbs_weights_refuse_alpha_outside_the_finite_non_negative_numbers(alpha):
+    shown = alpha if isinstance(alpha, float) else repr(alpha)
+    with pytest.raises(ValueError, match=re.escape(f"alpha must be a finite number >= 0, got {shown}")):
+        gibbs_weights(np.array([1.0, 2.0]), alpha)
+
+
+def test_gibbs_weights_with_every_risk_infinite_in_a_task_raise():
+    with pytest.raises(FloatingPointError, match="every particle risk is infinite"):
+        gibbs_weights(np.array([[1.0, np.inf], [2.0, np.inf]]), 1.0, axis=0)
+
+
+@pytest.mark.parametrize("value", ["no", "false", 0, 1, None, 1.0])
+def test_require_decay_must_be_a_bool(value):
+    with pytest.raises(ValueError, match=re.escape(f"require_decay must be true or false, got {value!r}")):
+        CBO(require_decay=value)
+
+
+def test_numpy_bools_are_bools():
+    assert CBO(require_decay=np.True_).require_decay is True
+    assert CBO(require_decay=False).require_decay is False

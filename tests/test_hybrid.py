@@ -49,3 +49,16 @@ def test_intermediate_gamma_mixes_both_steps():
 def test_gamma_out_of_range():
     with pytest.raises(ValueError, match=r"gamma must be in \[0, 1\], got 1.5"):
         HybridCBOAdam(gamma=1.5)
+
+
+@pytest.mark.parametrize("value", ["no", 1, None])
+def test_require_decay_must_be_a_bool(value):
+    with pytest.raises(ValueError, match=f"require_decay must be true or false, got {value!r}"):
+        HybridCBOAdam(require_decay=value)
+
+
+@pytest.mark.parametrize("param, value", [("gamma", True), ("gamma", float("nan")), ("beta1", "0.9"),
+                                          ("eps", float("inf"))])
+def test_numbers_refuse_bools_strings_and_non_finite(param, value):
+    with pytest.raises(ValueError, match=param):
+        HybridCBOAdam(**{param: value})

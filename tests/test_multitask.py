@@ -1,5 +1,7 @@
 """Multi-task CBO against plain loops over tasks, and its limits."""
 
+import re
+
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
@@ -74,3 +76,17 @@ def test_assignment_errors():
         train(CBO(n_particles=4, batch_size=10), NET, shifted_sines(n_tasks=2, n_train=20, n_test=5), 1)
     with pytest.raises(ValueError, match="n_particles must be >= the number of tasks 3"):
         train(MultiTaskCBO(n_particles=2, batch_size=10), NET, shifted_sines(n_tasks=3, n_train=20, n_test=5), 1)
+
+
+@pytest.mark.parametrize("value", ["no", "yes", 0, 1, None])
+def test_shared_must_be_a_bool(value):
+    with pytest.raises(ValueError, match=re.escape(f"shared must be true or false, got {value!r}")):
+        MultiTaskCBO(shared=value)
+    with pytest.raises(ValueError, match=re.escape(f"require_decay must be true or false, got {value!r}")):
+        MultiTaskCBO(require_decay=value)
+
+
+def test_shared_accepts_python_and_numpy_bools():
+    assert MultiTaskCBO(shared=np.False_).shared is False
+    assert MultiTaskCBO(shared=True).shared is True
+    assert MultiTaskCBO(shared=False).params()["shared"] == 0

@@ -1,8 +1,10 @@
 """Forward pass, risks and gradients of the ensemble against independent computations."""
 
+import re
+
 import numpy as np
 import pytest
-from numpy.testing import assert_allclose
+from numpy.testing import assert_allclose, assert_array_equal
 from scipy.special import expit, logsumexp
 
 from meanfield.network import TwoLayerNetwork
@@ -105,3 +107,47 @@ def test_invalid_arguments_name_the_parameter():
         net.forward(np.zeros((1, 3, 5)), np.zeros((5, 2)))
     with pytest.raises(ValueError, match="n_particles must be >= 1"):
         net.init(-1, 1.0, np.random.default_rng())
+
+
+@pytest.mark.parametrize("labels, shown", [
+    ([3, 12, 0], "12"), ([3, -1, 0], "-1"), ([3.0, 0.5, 0.0], "0.5"), ([3.0, np.nan, 0.0], "nan"),
+    ([10, 2], "10"),
+])
+def test_cross_entropy_refuses_labels_that_are_not_class_indices(labels, shown):
+    """Such labels made all-zero one-hot rows before: a wrong loss and gradient with no error."""
+    net = TwoLayerNetwork(2, 10, 3, loss="cross_entropy")
+    y = np.array(labels)
+    theta = net.init(2, 1.0, np.random.default_rng(0))
+    x = np.zeros((len(labels), 2))
+    message = re.escape(f"y must hold class indices, integers in [0, 9], got {shown}")
+    for call in (lambda: net.targets(y), lambda: net.risk(theta, x, y), lambda: net.risk_and_grad(theta, x, y)):
+        with pytest.raises(ValueError, match=message):
+            call()
+
+
+def test_cross_entropy_accepts_integer_valued_labels_of_any_dtype():
+    net = TwoLayerNetwork(2, 10, 3, loss="cross_entropy")
+    expected = np.eye(10)[[9, 0, 4]]
+    for y in (np.array([9, 0, 4]), np.array([9, 0, 4], dtype=np.uint8), np.array([9.0, 0.0, 4.0])):
+        assert_array_equal(net.targets(y), expected)
+    with pytest.raises(ValueError, match=r"y must have shape \(n_samples,\) of class indices, got shape \(3, 1\)"):
+        net.targets(np.array([[9], [0], [4]]))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(n_inputs=True), "n_inputs must be an integer >= 1, got True"),
+    (dict(n_neurons=2.0), "n_neurons must be an integer >= 1, got 2.0"),
+    (dict(block_elements=2.5), "block_elements must be an integer >= 1 or None, got 2.5"),
+    (dict(block_elements=float("nan")), "block_elements must be an integer >= 1 or None, got nan"),
+    (dict(block_elements=True), "block_elements must be an integer >= 1 or None, got True"),
+    (dict(block_elements="4096"), "block_elements must be an integer >= 1 or None, got '4096'"),
+])
+def test_sizes_refuse_bools_floats_and_strings(kwargs, match):
+    with pytest.raises(ValueError, match=re.escape(match)):
+        TwoLayerNetwork(**{"n_inputs": 1, "n_outputs": 1, "n_neurons": 3, **kwargs})
+
+
+@pytest.mark.parametrize("scale", [float("inf"), float("nan"), True, 0.0])
+def test_init_scale_must_be_a_finite_positive_number(scale):
+    with pytest.raises(ValueError, match="init_scale must be"):
+        TwoLayerNetwork(1, 1, 3).init(2, scale, np.random.default_rng(0))

@@ -1,11 +1,16 @@
 """OT-CBO: Proposition 3 (variance decay), measure-level identities, and a short run."""
 
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from meanfield import TwoLayerNetwork, square, train
-from meanfield.otcbo import OTCBO
+from meanfield import CBO, TwoLayerNetwork, otcbo, square, train
+from meanfield.otcbo import OTCBO, MultiTaskOTCBO
 
 
 def run_steps(method, net, n_steps, seed=0):
@@ -185,3 +190,53 @@ def test_warm_started_steps_follow_the_cold_started_trajectory(multitask):
         cold = method.step(dataclasses.replace(cold, warm_start=None), net, x, y, 0, cold_rng)
         assert_allclose(warm.theta, cold.theta, rtol=0, atol=1e-12)
     assert_allclose(warm.consensus, cold.consensus, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("cls", ["OTCBO", "MultiTaskOTCBO"])
+def test_drift_times_dt_above_one_is_refused(cls):
+    """lambda dt > 1 moves every atom past its image under the map to the barycenter (Proposition 3
+    needs lambda dt in (0, 1]); finite CBO keeps accepting it."""
+    method = {"OTCBO": OTCBO, "MultiTaskOTCBO": MultiTaskOTCBO}[cls]
+    message = ("drift * dt must be <= 1 (the move toward the barycenter overshoots otherwise), "
+               "got drift = 20, dt = 0.1")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        method(drift=20.0, dt=0.1)
+    with pytest.raises(ValueError, match=re.escape("got drift = 1.5, dt = 0.7")):
+        method(drift=1.5, dt=0.7)
+    method(drift=10.0, dt=0.1)  # lambda dt = 1: every atom moves onto its image
+    CBO(drift=20.0, dt=0.1)
+
+
+_ROOT = Path(otcbo.__file__).resolve().parents[1]  # the subprocess imports this copy of meanfield
+
+
+@pytest.mark.parametrize("barycenter", ["exact", "sinkhorn"])
+@pytest.mark.parametrize("phase", ["init", "step", "multitask step"])
+def test_overflowing_atoms_raise_floating_point_error(barycenter, phase):
+    """Atoms so large (init_scale = 1e200) that their squared distances overflow: init and step raise
+    the transport's FloatingPointError, which the training loop records as a divergence. Run in a
+    subprocess: the exact barycenter crashed the process on them before."""
+    script = f"""
+import numpy as np
+from meanfield import TwoLayerNetwork
+from meanfield.otcbo import OTCBO, MultiTaskOTCBO
+net, rng = TwoLayerNetwork(1, 1, 4), np.random.default_rng(0)
+phase = {phase!r}
+try:
+    if phase == "init":
+        OTCBO(n_particles=5, batch_size=10, init_scale=1e200, barycenter={barycenter!r}).init(net, rng)
+    else:
+        multi = phase == "multitask step"
+        method = (MultiTaskOTCBO if multi else OTCBO)(n_particles=6, batch_size=10, barycenter={barycenter!r})
+        state = method.init(net, rng)
+        state.theta = state.theta * np.array([1e200, 1.0, 1.0])  # input weights: the risks on x = 0 stay finite
+        y = rng.normal(size=(10, 2) if multi else 10)
+        method.step(state, net, np.zeros((10, 1)), y, 0, rng)
+except FloatingPointError as err:
+    print("FloatingPointError:", err)
+else:
+    print("no error")
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=_ROOT)
+    assert run.returncode == 0, f"exit status {run.returncode}\n{run.stderr[-3000:]}"
+    assert "FloatingPointError: squared distances between atoms overflow" in run.stdout, run.stdout + run.stderr[-3000:]

@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose
@@ -44,3 +46,26 @@ def test_schedules():
         make_schedule({"kind": "step", "initial": 1.0, "factor": 2.0, "evry": 3}, "alpha")
     with pytest.raises(ValueError, match="every must be an integer >= 1"):
         Step(1.0, 2.0, 0)
+
+
+@pytest.mark.parametrize("bad, shown", [(12, "12"), (-1, "-1"), (0.5, "0.5"), (10, "10")])
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_classification_labels_must_be_class_indices(bad, shown, split):
+    """Labels outside [0, C - 1] or not integers would make all-zero one-hot rows."""
+    x = np.zeros((4, 2))
+    good = np.array([0, 9, 3, 3])
+    wrong = np.array([0, 9, bad, 3])
+    y_train, y_test = (wrong, good) if split == "train" else (good, wrong)
+    message = f"y_{split} must hold class indices, integers in [0, 9], got {shown}"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Problem("p", x, y_train, x, y_test, "cross_entropy", 10)
+    Problem("p", x, good, x, good.astype(float), "cross_entropy", 10)  # integer-valued floats pass
+
+
+def test_problem_loss_and_outputs_are_checked():
+    x = np.zeros((4, 1))
+    with pytest.raises(ValueError, match=re.escape("loss must be one of ['cross_entropy', 'mse'], got 'hinge'")):
+        Problem("p", x, np.zeros(4), x, np.zeros(4), "hinge", 1)
+    for n_outputs in (0, True, 1.0):
+        with pytest.raises(ValueError, match="n_outputs must be"):
+            Problem("p", x, np.zeros(4), x, np.zeros(4), "mse", n_outputs)

@@ -1,6 +1,9 @@
 """Tests of meanfield.transport: W2 between uniform measures and their weighted barycenters."""
 
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import ot
@@ -453,3 +456,70 @@ def test_integer_inputs_are_accepted_as_float():
     res = ExactBarycenter().solve(x, [0.5, 0.5], [[0], [1]])
     assert res.support.dtype == np.float64
     assert_allclose(res.support[:, 0], [2.0, 4.0])
+
+
+@pytest.mark.parametrize("param, value", [
+    ("max_iter", True), ("max_iter", 2.5), ("tol", float("inf")), ("tol", float("nan")), ("tol", "1e-9"),
+    ("weight_threshold", float("nan")), ("workers", True),
+])
+def test_exact_barycenter_parameters_refuse_bools_non_numbers_and_non_finite(param, value):
+    with pytest.raises(ValueError, match=param):
+        ExactBarycenter(**{param: value})
+
+
+@pytest.mark.parametrize("param, value", [
+    ("reg", float("inf")), ("reg", True), ("reg", "0.1"), ("max_iter", True), ("tol", float("nan")),
+    ("sinkhorn_max_iter", 10.0), ("sinkhorn_tol", float("inf")), ("weight_threshold", True),
+])
+def test_sinkhorn_barycenter_parameters_refuse_bools_non_numbers_and_non_finite(param, value):
+    with pytest.raises(ValueError, match=param):
+        SinkhornBarycenter(**{param: value})
+
+
+# --------------------------------------------------------------------------------------------------
+# atoms so large that the squared distances overflow
+# --------------------------------------------------------------------------------------------------
+
+_ROOT = Path(transport.__file__).resolve().parents[1]  # the subprocess imports this copy of meanfield
+_OVERFLOW_SETUP = (
+    "import numpy as np\n"
+    "from meanfield.transport import ExactBarycenter, SinkhornBarycenter, squared_distances, variance, w2_squared\n"
+    "m = np.random.default_rng(0).uniform(-2, 2, (5, 4, 3)); w = np.full(5, 0.2)\n"
+    "one_huge = m.copy(); one_huge[3] *= 1e200\n"
+)
+
+
+@pytest.mark.parametrize("call", [
+    "ExactBarycenter().solve(m * 1e200, w, m[0] * 1e200)",
+    "SinkhornBarycenter().solve(m * 1e200, w, m[0] * 1e200)",
+    "ExactBarycenter().solve(m, w, m[0] * 1e200)",  # only the initial support
+    # only a measure of negligible weight, which is matched after the iterations
+    "ExactBarycenter().solve(one_huge, np.array([0.5, 0.5, 0.0, 0.0, 0.0]), m[0])",
+    "w2_squared(m * 1e200, m[0] * 1e200)",
+    "w2_squared(m * 1e200, m[0] * 1e200, method='sinkhorn')",
+    "squared_distances(m * 1e200, m[0])",
+    "variance(m * 1e200, m[0] * 1e200)",
+])
+def test_overflowing_costs_raise_floating_point_error_before_the_solver(call):
+    """Finite atoms whose squared distances overflow: a clear FloatingPointError, raised before any
+    cost is formed (no overflow warning). Run in a subprocess: the compiled assignment solver
+    crashed the process on such costs, which must fail this test rather than kill pytest."""
+    script = (_OVERFLOW_SETUP + "try:\n    " + call + "\nexcept FloatingPointError as err:\n"
+              "    print('FloatingPointError:', err)\nelse:\n    print('no error')\n")
+    run = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-c", script],
+                         capture_output=True, text=True, timeout=300, cwd=_ROOT)
+    assert run.returncode == 0, f"exit status {run.returncode}\n{run.stderr[-3000:]}"
+    assert ("FloatingPointError: squared distances between atoms overflow (non-finite costs); "
+            "the atoms are too large") in run.stdout, run.stdout + run.stderr[-3000:]
+
+
+def test_large_but_safe_atoms_give_the_scaled_barycenter():
+    """The overflow check leaves room: atoms at 1e100 are solved like the same atoms at scale 1."""
+    x, beta, init = _instance(30, 6, 5, 3)
+    small = ExactBarycenter().solve(x, beta, init)
+    large = ExactBarycenter().solve(x * 1e100, beta, init * 1e100)
+    assert_array_equal(large.assignment, small.assignment)
+    assert_allclose(large.support, small.support * 1e100, rtol=1e-12)
+    assert_allclose(large.objective, small.objective * 1e200, rtol=1e-12)
+    sink = SinkhornBarycenter(reg=0.1).solve(x * 1e100, beta, init * 1e100)
+    assert_allclose(sink.support, SinkhornBarycenter(reg=0.1).solve(x, beta, init).support * 1e100, rtol=1e-8)
