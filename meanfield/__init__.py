@@ -1,9 +1,10 @@
 """meanfield: two-layer networks as measures, trained by consensus-based optimization.
 
-The public API is re-exported here; see README.md for the studies and the command line.
+The public API is re-exported here; see README.md for the studies and the command line. Nothing
+here imports xarray, matplotlib or numba, so that the command line answers at once.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from meanfield.adam import Adam
 from meanfield.cbo import CBO

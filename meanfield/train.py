@@ -1,33 +1,19 @@
 """Run one method on one problem for one seed, recording per-epoch metrics in an xarray Dataset."""
 
+import math
 import time
 import warnings
 
 import numpy as np
-import xarray as xr
 
 from meanfield._array import namespace, to_numpy
 from meanfield._validate import check_int
+from meanfield.schema import apply_schema, component_labels
 
 __all__ = ["train", "random_streams", "METRICS"]
 
-METRICS = {
-    "train_risk": "risk of the reported network (CBO: consensus; Adam: the network) on the full training set",
-    "test_risk": "risk of the reported network on the held-out test set",
-    "best_particle_risk": "full training risk of the particle with the lowest risk on the last minibatch",
-    "variance": "ensemble variance (1/N) sum_n |theta_n - mean|^2 over all M*D components",
-    "alpha": "inverse temperature used in the epoch (NaN for methods without one)",
-    "wall_time": "seconds spent in training steps since the start (evaluation excluded)",
-}
-# descriptions of the variables a method's optional diagnostics() adds
-DIAGNOSTICS = {
-    "w_variance": "OT-CBO: (1/(2N)) sum_n W2^2(mu_n, barycenter) of the particles entering the last step",
-    "w_variance_weighted": "OT-CBO: (1/2) sum_n beta_n W2^2(mu_n, barycenter), the barycenter objective",
-    "barycenter_iterations": "OT-CBO: fixed-point iterations of all barycenters so far",
-    "barycenter_time": "OT-CBO: seconds spent in barycenters so far",
-    "barycenter_unconverged": "OT-CBO: barycenter solves so far that stopped at barycenter_max_iter, or whose "
-                              "Sinkhorn plans missed their marginal tolerance",
-}
+# per-epoch variables every run records (their long names, units and descriptions: meanfield.schema)
+METRICS = ("train_risk", "test_risk", "best_particle_risk", "variance", "alpha", "wall_time")
 
 
 def random_streams(seed):
@@ -36,7 +22,10 @@ def random_streams(seed):
     The children are built from the seed's entropy and spawn key, not with ``SeedSequence.spawn``, which
     counts the children already spawned: a second run from the same SeedSequence object would get other
     streams, so a study's results would depend on the order of its cells."""
-    ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    if isinstance(seed, np.random.SeedSequence):
+        ss = seed
+    else:
+        ss = np.random.SeedSequence(check_int("seed", seed, low=0))
     children = (np.random.SeedSequence(ss.entropy, spawn_key=(*ss.spawn_key, k), pool_size=ss.pool_size)
                 for k in range(3))
     return [np.random.default_rng(child) for child in children]
@@ -51,12 +40,20 @@ def _state_bytes(state):
     return int(sum(getattr(v, "nbytes", 0) for v in vars(state).values()))
 
 
+def check_schedule_range(method, epochs):
+    """Refuse an alpha schedule that leaves the finite numbers within ``epochs`` (schedules are monotone)."""
+    alpha = getattr(method, "alpha", None)
+    if alpha is not None and not math.isfinite(alpha(epochs - 1)):
+        raise ValueError(f"alpha reaches {alpha(epochs - 1)} by epoch {epochs - 1}; give its schedule a limit")
+
+
 def train(method, network, problem, epochs, seed=0, progress=None):
     """Train ``method`` for ``epochs`` epochs of ``S // batch_size`` iterations.
 
     Epoch 0 holds the initial state; epoch e >= 1 the state after e epochs. A non-finite training
     risk (or NaN particle risk) stops the run: the epochs recorded so far are kept, later ones stay
-    NaN, and ``attrs["diverged_epoch"]`` names the first bad epoch (-1 if none).
+    NaN, and the variable ``diverged_epoch`` names the first bad epoch (-1 if none; 0 if the initial
+    state is already non-finite or the initialisation raised a FloatingPointError).
 
     A problem whose targets have shape (S, P) with one output is P tasks sharing the inputs: it
     needs a multi-task method, and the risks then have a ``task`` dimension (tasks numbered 1..P).
@@ -78,10 +75,12 @@ def train(method, network, problem, epochs, seed=0, progress=None):
     -------
     xarray.Dataset with dim ``epoch`` (epochs + 1), the variables of ``METRICS`` (plus
     ``train_accuracy`` / ``test_accuracy`` for classification) and ``final_params`` (neuron,
-    component), the reported network at the last recorded epoch; ``attrs["state_bytes"]`` is the
-    memory of the method's state.
+    component), the reported network at the last recorded epoch; ``diverged_epoch`` and
+    ``state_bytes`` (the memory of the method's state). Names, units and dtypes follow
+    :mod:`meanfield.schema`.
     """
     epochs = check_int("epochs", epochs, low=1)
+    check_schedule_range(method, epochs)
     n_batches = problem.n_train // method.batch_size
     if n_batches < 1:
         raise ValueError(f"batch_size must be <= the training set size {problem.n_train}, got {method.batch_size}")
@@ -91,12 +90,19 @@ def train(method, network, problem, epochs, seed=0, progress=None):
     if multi:
         method.check_tasks(problem.y_train.shape[1])
     init_rng, batch_rng, noise_rng = random_streams(seed)
-    state = method.init(network, init_rng)
+    n_tasks = problem.y_train.shape[1] if multi else 1
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            state = method.init(network, init_rng)
+    except FloatingPointError as err:  # e.g. an initial barycenter of overflowing atoms
+        warnings.warn(f"{method.name} (seed {seed}) diverged at initialisation: {err}; nothing to record",
+                      RuntimeWarning, stacklevel=2)
+        return _dataset(network, problem, epochs, n_batches, multi, n_tasks, record=None, final=None,
+                        diverged=0, state_bytes=0)
     xp = namespace(state.theta)
     x_tr, y_tr = xp.asarray(problem.x_train), xp.asarray(problem.y_train)
     x_te, y_te = xp.asarray(problem.x_test), xp.asarray(problem.y_test)
     classify = problem.loss == "cross_entropy"
-    n_tasks = problem.y_train.shape[1] if multi else 1
 
     def risks_of(nets, x, y):
         """Risk of network k on task k: nets (K, M, D) -> (K,)."""
@@ -143,8 +149,12 @@ def train(method, network, problem, epochs, seed=0, progress=None):
 
     final = reported()
     alpha_of = getattr(method, "alpha", lambda epoch: np.nan)
-    evaluate(0, alpha_of(0))
-    for epoch in range(epochs):
+    with np.errstate(over="ignore", invalid="ignore"):
+        if not evaluate(0, alpha_of(0)):
+            diverged = 0
+            warnings.warn(f"{method.name} (seed {seed}) diverged at initialisation: training risk "
+                          f"{record['train_risk'][0]}; not trained", RuntimeWarning, stacklevel=2)
+    for epoch in range(epochs if diverged < 0 else 0):
         alpha = alpha_of(epoch)
         order = batch_rng.permutation(problem.n_train)
         start = time.perf_counter()
@@ -171,16 +181,29 @@ def train(method, network, problem, epochs, seed=0, progress=None):
         if progress is not None:
             progress()
 
+    return _dataset(network, problem, epochs, n_batches, multi, n_tasks, record, final, diverged,
+                    _state_bytes(state))
+
+
+def _dataset(network, problem, epochs, n_batches, multi, n_tasks, record, final, diverged, state_bytes):
+    """The run's Dataset; ``record`` None (a failed initialisation) gives every variable missing."""
+    import xarray as xr
+
+    if record is None:
+        names = list(METRICS) + (["train_accuracy", "test_accuracy"] if problem.loss == "cross_entropy" else [])
+        record = {name: np.full((epochs + 1, n_tasks), np.nan) for name in names}
+        final = np.full((n_tasks, network.n_neurons, network.dim), np.nan)
     dims = ("epoch", "task") if multi else ("epoch",)
-    data = {name: (dims, values if multi else values[:, 0], {"description": {**METRICS, **DIAGNOSTICS}.get(name, name.replace("_", " "))})
-            for name, values in record.items()}
+    data = {name: (dims, values if multi else values[:, 0]) for name, values in record.items()}
     if multi:
         for name in ("variance", "alpha", "wall_time"):  # one value per ensemble, not per task
-            data[name] = ("epoch", record[name][:, 0], data[name][2])
-    param_dims = ("task", "neuron", "component") if multi else ("neuron", "component")
-    data["final_params"] = (param_dims, final, {"description": "reported network at the last good epoch"})
-    coords = {"epoch": np.arange(epochs + 1)}
+            data[name] = ("epoch", record[name][:, 0])
+    final = final if multi else final.reshape(final.shape[-2:])
+    data["final_params"] = (("task", "neuron", "component") if multi else ("neuron", "component"), final)
+    data["diverged_epoch"] = ((), np.int64(diverged))
+    data["state_bytes"] = ((), np.int64(state_bytes))
+    coords = {"epoch": np.arange(epochs + 1),
+              "component": component_labels(network.n_inputs, network.n_outputs)}
     if multi:
         coords["task"] = np.arange(1, n_tasks + 1)
-    return xr.Dataset(data, coords=coords, attrs={"diverged_epoch": diverged, "iterations_per_epoch": n_batches,
-                                                  "state_bytes": _state_bytes(state)})
+    return apply_schema(xr.Dataset(data, coords=coords, attrs={"iterations_per_epoch": n_batches}))

@@ -3,10 +3,9 @@
 import textwrap
 
 import numpy as np
-import xarray as xr
 
 from meanfield.cli import main
-from meanfield.study import NETCDF_ENGINE
+from meanfield.schema import open_dataset
 from test_idx import mnist_dir
 
 STUDY = textwrap.dedent("""
@@ -65,16 +64,16 @@ def test_mnist_study_end_to_end(tmp_path, capsys):
     assert main(["run", str(study), "--out", str(out), "--no-progress"]) == 2
     assert "t10k-images-idx3-ubyte" in capsys.readouterr().err
     assert main(["run", str(study), "--out", str(out), "--no-progress", "--data-dir", str(data)]) == 0
-    ds = xr.open_dataset(out, engine=NETCDF_ENGINE).load()
-    assert dict(ds.sizes) == {"method": 3, "seed": 1, "epoch": 16, "neuron": 8, "component": 25 + 1 + 10}
+    ds = open_dataset(out)
+    assert dict(ds.sizes) == {"method_label": 3, "seed": 1, "epoch": 16, "neuron": 8, "component": 25 + 1 + 10}
     assert ds.attrs["problem.data_dir"] == str(data)
     for label in ("cbo", "hybrid", "adam"):
-        sub = ds.sel({"method": label}).isel(seed=0)
+        sub = ds.sel({"method_label": label}).isel(seed=0)
         assert sub.train_risk[-1] < sub.train_risk[0], label
         assert 0 <= float(sub.test_accuracy.min()) and float(sub.test_accuracy.max()) <= 1
     for label in ("hybrid", "adam"):  # 60 iterations are too few for CBO alone on this toy set
         # chance is 0.1; 0.25 is 3 binomial standard errors above it on 40 held-out images
-        assert ds.test_accuracy.sel({"method": label})[0, -1] > 0.25, label
+        assert ds.test_accuracy.sel({"method_label": label})[0, -1] > 0.25, label
     assert main(["plot", str(out), "--out-dir", str(tmp_path / "figs")]) == 0
     assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == ["tiny_mnist_accuracy.png", "tiny_mnist_instability.png", "tiny_mnist_risk.png",
                      "tiny_mnist_summary.md"]
