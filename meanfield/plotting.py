@@ -1,56 +1,231 @@
-"""Figures from saved datasets (compute and plot are separate): one style for the project."""
+"""Figures from saved datasets, in the package's one style (``meanfield.mplstyle``).
 
+Every ``plot_*`` function draws on the axes it is given (``ax``, or ``axes`` for a figure of several
+panels), makes a figure of its own otherwise, and returns the figure it drew on; only
+:func:`plot_dataset` writes files. A method keeps its colour in every figure of a dataset
+(:func:`method_colors`), and each line it draws carries its label as ``gid``.
+"""
+
+import functools
+import itertools
 import json
+import numbers
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import to_hex
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator, NullLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from meanfield.network import TwoLayerNetwork
+from meanfield.problems import make_problem
+from meanfield.results import (SWEEP_DIMS, _decay_factor, fit_slope, instability, last_recorded, plural,
+                               recorded_labels, summary_table, sweep_finals)
+from meanfield.schema import FIGURES, METHOD_DIM, VARIABLES
 
-from meanfield.network import TwoLayerNetwork  # noqa: E402
-from meanfield.problems import make_problem  # noqa: E402
-from meanfield.results import (SWEEP_DIMS, fit_slope, instability, last_recorded, summary_table,  # noqa: E402
-                               sweep_finals)
+__all__ = ["STYLE", "KIND_COLORS", "method_colors", "plot_risk", "plot_fits", "plot_task_risk", "plot_task_fits",
+           "plot_instability", "plot_accuracy", "plot_sweep", "plot_rate", "plot_variance_decay", "plot_dataset"]
 
-__all__ = ["plot_risk", "plot_fits", "plot_task_risk", "plot_task_fits", "plot_instability", "plot_accuracy",
-           "plot_dataset"]
+STYLE = str(Path(__file__).with_name("meanfield.mplstyle"))
 
-STYLE = {"figure.dpi": 150, "axes.grid": True, "grid.alpha": 0.3, "font.size": 9,
-         "axes.spines.top": False, "axes.spines.right": False, "legend.frameon": False}
-COLORS = {"cbo": "C0", "adam": "C3"}
-
-
-def _color(label, i):
-    return COLORS.get(label, f"C{i + 1}")
-
-
-def plot_risk(ds, path):
-    """Paper Fig. 2: median over seeds of the train (and test) risk vs epoch, quartile band, log scale."""
-    with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.2), sharey=True)
-        for ax, var, title in zip(axes, ("train_risk", "test_risk"), ("training set", "held-out test set")):
-            for i, label in enumerate(ds.method.values):
-                values = ds[var].sel({"method": label})
-                _band(ax, values, ds.epoch, _color(str(label), i), f"{label} (median of {ds.sizes['seed']})")
-            ax.set_title(title)
-        loss = "cross-entropy" if "test_accuracy" in ds else "mean squared error"
-        _finish_log_panels(fig, axes, path, rf"risk $R(\theta)$ ({loss})",
-                           f"{ds.attrs['study']}: reported network's risk, quartile band over seeds")
+# One colour per method kind (the `methods.<label>.method` attribute): the hybrid of CBO (blue) and
+# Adam (red) is purple, the OT variants are warm, the multi-task ones green and brown.
+KIND_COLORS = {"cbo": "#1f77b4", "adam": "#d62728", "hybrid": "#9467bd", "multitask": "#2ca02c",
+               "otcbo": "#ff7f0e", "multitask_otcbo": "#8c564b"}
+# Colours for further labels of a kind already shown: the rest of tab10, then tab20's light shades,
+# without grey, which marks the data and the references
+_SPARE = [c for c in map(to_hex, plt.cm.tab10.colors + plt.cm.tab20.colors[1::2])
+          if c not in ("#7f7f7f", "#c7c7c7")]
 
 
-def _finish_log_panels(fig, axes, path, ylabel, title):
-    """Log risk axes over epochs, one legend to the right of the panels, saved to ``path``."""
-    for ax in axes:
-        ax.set_yscale("log")
-        ax.set_xlabel("epoch")
-    axes[0].set_ylabel(ylabel)
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="center right", fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0, 0.8, 1))
-    fig.savefig(path)
-    plt.close(fig)
+def _styled(func):
+    """Run ``func`` in the package style, so that axes given by the caller get it too."""
+    @functools.wraps(func)
+    def styled(*args, **kwargs):
+        with plt.style.context(STYLE):
+            return func(*args, **kwargs)
+    return styled
+
+
+# ---------------------------------------------------------------------------------------- colours
+
+@dataclass(frozen=True)
+class _Palette:
+    order: list        # labels in legend order
+    colors: dict       # label -> hex colour
+    names: dict        # label -> legend text
+    title: str | None  # legend title: the kind and the ordering parameter
+
+
+def _method_params(ds):
+    """{label: {param: value}} from the attributes ``methods.<label>.<param>``."""
+    labels = sorted(map(str, ds[METHOD_DIM].values), key=len, reverse=True)  # "a.b" before "a": labels may hold dots
+    params = {label: {} for label in labels}
+    for key, value in ds.attrs.items():
+        label = next((lb for lb in labels if key.startswith(f"methods.{lb}.")), None)
+        if label is not None:
+            value = value.tolist() if hasattr(value, "tolist") else value  # numpy scalars from netCDF
+            params[label][key[len(f"methods.{label}."):]] = value
+    return params
+
+
+def _ordered_parameter(params):
+    """(name, {label: value}) when the methods are one kind differing in one numeric parameter only."""
+    kinds = {p.get("method") for p in params.values()}
+    if len(params) < 2 or len(kinds) != 1 or None in kinds:
+        return None
+    keys = set().union(*params.values())
+    differing = [k for k in keys if len({repr(p.get(k)) for p in params.values()}) > 1]
+    if len(differing) != 1:
+        return None
+    values = {label: p.get(differing[0]) for label, p in params.items()}
+    numeric = all(isinstance(v, numbers.Real) and not isinstance(v, bool) and np.isfinite(v) for v in values.values())
+    if not numeric or len(set(values.values())) < len(values):
+        return None
+    return differing[0], values
+
+
+def _sequential(n):
+    """``n`` colours in order on viridis (its light yellow end left out: it vanishes on white)."""
+    return [to_hex(c) for c in plt.cm.viridis(np.linspace(0.0, 0.85, n))]
+
+
+def _palette(ds):
+    """Colours, legend names and legend order of the methods of ``ds`` (see :func:`method_colors`)."""
+    labels = [str(m) for m in ds[METHOD_DIM].values]
+    params = _method_params(ds)
+    ordered = _ordered_parameter(params)
+    if ordered is not None:  # e.g. the hybrid over gamma: a sequential map in the parameter's order
+        key, values = ordered
+        order = sorted(labels, key=values.get)
+        return _Palette(order, dict(zip(order, _sequential(len(order)))),
+                        {lb: f"{key} = {values[lb]:g}" for lb in labels}, f"{params[labels[0]]['method']}, by {key}")
+    kinds = {lb: params[lb].get("method") for lb in labels}
+    taken = {KIND_COLORS[k] for k in kinds.values() if k in KIND_COLORS}
+    # the first label of a kind gets the kind's colour, further ones colours that no kind present uses
+    spare = itertools.chain((c for c in _SPARE if c not in taken),
+                            (to_hex(plt.cm.turbo((0.1 + 0.618034 * i) % 1.0)) for i in itertools.count()))
+    colors = {}
+    for label in labels:
+        color, tries = KIND_COLORS.get(kinds[label]), 0
+        while color is None or (color in colors.values() and tries < 1000):  # past turbo's 256: repeat
+            color, tries = next(spare), tries + 1
+        colors[label] = color
+    return _Palette(labels, colors, {lb: lb for lb in labels}, None)
+
+
+def method_colors(ds):
+    """{label: colour} of the methods of ``ds``, the same in every figure of the dataset.
+
+    One kind differing in a single numeric parameter (the hybrid over gamma): viridis in that
+    parameter's order. Otherwise each kind has a fixed colour (:data:`KIND_COLORS`), and further labels
+    of a kind take colours that no kind in the dataset uses, so every label's colour is its own.
+    """
+    return dict(_palette(ds).colors)
+
+
+# ---------------------------------------------------------------------------------------- helpers
+
+def _subplots(axes, n, ncols=None, panel=(4.2, 3.2), sharey=False, legend=0.0):
+    """(figure, list of ``n`` axes): the given ones (an Axes or a sequence), or a new figure of ``n`` panels
+    and ``legend`` inches to their right for a figure legend."""
+    if axes is not None:
+        axes = list(np.ravel(axes))
+        if len(axes) != n:
+            raise ValueError(f"axes must hold {n} axes, got {len(axes)}")
+        return axes[0].figure, axes
+    ncols = ncols or n
+    nrows = -(-n // ncols)
+    fig, grid = plt.subplots(nrows, ncols, figsize=(panel[0] * ncols + legend, panel[1] * nrows), squeeze=False,
+                             sharey=sharey)
+    for ax in grid.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(grid.flat[:n])
+
+
+def _label(ds, var, units=None):
+    """Axis label from the variable's ``long_name`` and ``units`` (the schema's when the file has none)."""
+    spec = VARIABLES.get(var)
+    attrs = ds[var].attrs if var in ds else {}
+    name = attrs.get("long_name", spec.long_name if spec else var.replace("_", " "))
+    units = units or attrs.get("units", spec.units if spec else "1")
+    return name if units == "1" else f"{name} [{units}]"
+
+
+def _risk_label(ds):
+    loss = "cross-entropy" if "test_accuracy" in ds else "mean squared error"
+    return rf"risk $R(\theta)$, {loss}"
+
+
+def _over_seeds(ds, what="median and quartiles"):
+    """What a line (and band) shows: "median and quartiles over n seeds", or "one seed"."""
+    n = ds.sizes["seed"]
+    return "one seed" if n == 1 else f"{what} over {n} seeds"
+
+
+def _title(ds, text):
+    return f"{ds.attrs.get('study', '')}: {text}"
+
+
+def _legend(ax, title=None, below=False, **kw):
+    """Legend outside the axes, so that it covers no data: to the right, or below."""
+    if below:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), title=title, **kw)
+    else:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, title=title, **kw)
+
+
+def _figure_legend(fig, handles, labels, title=None):
+    """One legend for all panels, to the right of them (constrained layout makes room) and clear of the title."""
+    fig.legend(handles, labels, loc="outside right center", title=title)
+
+
+def _epoch_axis(ax, label="epoch"):
+    ax.set_xlabel(label)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _reduce(da):
+    """Median over every dimension but seed and epoch (tasks, other swept values)."""
+    other = [d for d in da.dims if d not in ("seed", "epoch")]
+    return da.median(other) if other else da
+
+
+def _band(ax, values, color, label, gid):
+    """Median over seeds vs epoch, with the quartile band when there are several seeds."""
+    values = _reduce(values).transpose("seed", "epoch")
+    with warnings.catch_warnings():  # epochs where every seed had diverged are NaN, and stay so
+        warnings.simplefilter("ignore", RuntimeWarning)
+        q1, med, q3 = np.nanquantile(values.values, [0.25, 0.5, 0.75], axis=0)
+    ax.plot(values.epoch, med, color=color, label=label, gid=gid)
+    if values.sizes["seed"] > 1:
+        ax.fill_between(values.epoch, q1, q3, color=color, alpha=0.25, lw=0)
+
+
+def _sel(ds, var, label):
+    return ds[var].sel({METHOD_DIM: label})
+
+
+# ---------------------------------------------------------------------------------------- figures
+
+@_styled
+def plot_risk(ds, axes=None):
+    r"""Paper Fig. 2: training and test risk :math:`R(\theta)` of the reported network vs epoch, median
+    over seeds with quartile band, log scale. ``axes``: two axes (training, test)."""
+    fig, axes = _subplots(axes, 2, sharey=True, legend=1.5)
+    pal = _palette(ds)
+    for ax, var in zip(axes, ("train_risk", "test_risk")):
+        for label in pal.order:
+            _band(ax, _sel(ds, var, label), pal.colors[label], pal.names[label], label)
+        ax.set(yscale="log", title=_label(ds, var))
+        _epoch_axis(ax)
+    axes[0].set_ylabel(_risk_label(ds))
+    _figure_legend(fig, *axes[0].get_legend_handles_labels(), title=pal.title)
+    fig.suptitle(_title(ds, f"reported network's risk, {_over_seeds(ds)}"))
+    return fig
 
 
 def _network_of(ds):
@@ -62,221 +237,285 @@ def _network_of(ds):
 
 
 def _median_seed(ds, label, task=None):
-    risk = ds.train_risk.sel({"method": label})
+    """(seed index, final training risk) of the median seed by final training risk."""
+    risk = _sel(ds, "train_risk", label)
     final = last_recorded(risk if task is None else risk.sel(task=task)).values
     seed = int(np.argsort(final)[len(final) // 2])
     return seed, final[seed]
 
 
-def plot_fits(ds, path):
-    """Paper Fig. 3: the network of the median seed (by final train risk) of each method over the data."""
+@_styled
+def plot_fits(ds, ax=None):
+    r"""Paper Fig. 3: each method's reported network :math:`x \mapsto g(x)` of the median seed (by final
+    training risk) over the training data; one input, one output."""
+    fig, (ax,) = _subplots(ax, 1, panel=(5.0, 3.4))
     problem, network = _network_of(ds)
     grid = np.linspace(0.0, 1.0, 400)[:, None]
-    with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(5, 3.4))
-        sub = np.random.default_rng(0).choice(problem.n_train, size=min(400, problem.n_train), replace=False)
-        ax.scatter(problem.x_train[sub, 0], problem.y_train[sub], s=3, color="0.6", label="training data")
-        for i, label in enumerate(ds.method.values):
-            seed, risk = _median_seed(ds, label)
-            theta = ds.final_params.sel({"method": label}).isel(seed=seed).values[None]
-            ax.plot(grid[:, 0], network.forward(theta, grid)[0, :, 0], color=_color(str(label), i), lw=1.5,
-                    label=f"{label} (median seed, risk {risk:.2e})")
-        ax.set_xlabel("x")
-        ax.set_ylabel("g(x)")
-        ax.legend(loc="lower left", fontsize=7)
-        ax.set_title(f"{ds.attrs['study']}: fits after {int(ds.epoch[-1])} epochs")
-        fig.tight_layout()
-        fig.savefig(path)
-        plt.close(fig)
+    sub = np.random.default_rng(0).choice(problem.n_train, size=min(400, problem.n_train), replace=False)
+    ax.scatter(problem.x_train[sub, 0], problem.y_train[sub], s=3, color="0.6", label="training data")
+    pal = _palette(ds)
+    which = "median seed, " if ds.sizes["seed"] > 1 else ""
+    for label in pal.order:
+        seed, risk = _median_seed(ds, label)
+        theta = _sel(ds, "final_params", label).isel(seed=seed).values[None]
+        ax.plot(grid[:, 0], network.forward(theta, grid)[0, :, 0], color=pal.colors[label], gid=label,
+                label=f"{pal.names[label]} ({which}risk {risk:.2e})")
+    ax.set(xlabel="x", ylabel="g(x)", title=_title(ds, f"fits after {int(ds.epoch[-1])} epochs"))
+    _legend(ax, pal.title)
+    return fig
 
 
-def _band(ax, values, epoch, color, label):
-    q1, med, q3 = (values.quantile(q, dim="seed", skipna=True) for q in (0.25, 0.5, 0.75))
-    ax.plot(epoch, med, color=color, label=label)
-    ax.fill_between(epoch, q1, q3, color=color, alpha=0.25, lw=0)
+@_styled
+def plot_task_risk(ds, axes=None):
+    """Paper Fig. 5: median and minimum over tasks of the training risk vs epoch, median over seeds with
+    quartile band, log scale. ``axes``: two axes (median, minimum)."""
+    fig, axes = _subplots(axes, 2, sharey=True, legend=2.0)
+    pal = _palette(ds)
+    for ax, reduce, title in zip(axes, ("median", "min"), ("median over tasks", "minimum over tasks")):
+        for label in pal.order:
+            state = int(_sel(ds, "state_bytes", label).max())
+            name = pal.names[label] + (f" ({_bytes(state)} of state)" if state >= 0 else "")
+            _band(ax, getattr(_sel(ds, "train_risk", label), reduce)("task"), pal.colors[label], name, label)
+        ax.set(yscale="log", title=f"{_label(ds, 'train_risk')}, {title}")
+        _epoch_axis(ax)
+    axes[0].set_ylabel(r"training risk $R_p(\theta)$, mean squared error")
+    _figure_legend(fig, *axes[0].get_legend_handles_labels(), title=pal.title)
+    fig.suptitle(_title(ds, f"{ds.sizes['task']} tasks, {_over_seeds(ds)}"))
+    return fig
 
 
-def plot_task_risk(ds, path):
-    """Paper Fig. 5: median and minimum over tasks of the train risk (median over seeds, quartile band)."""
-    with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.2), sharey=True)
-        for ax, reduce, title in zip(axes, ("median", "min"), ("median over tasks", "minimum over tasks")):
-            for i, label in enumerate(ds.method.values):
-                values = getattr(ds.train_risk.sel({"method": label}), reduce)("task")
-                _band(ax, values, ds.epoch, _color(str(label), i), f"{label} ({int(ds.state_bytes.sel({'method': label}).max())} B of state)")
-            ax.set_title(title)
-        _finish_log_panels(fig, axes, path, r"train risk $R_p$ (mean squared error)",
-                           f"{ds.attrs['study']}: {ds.sizes['task']} tasks, quartile band over {ds.sizes['seed']} seeds")
+def _bytes(n):
+    """Memory size with a decimal prefix: 12848000 -> "12.8 MB"."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.3g} {unit}"
+        n /= 1000
 
 
-def plot_task_fits(ds, path):
-    """Paper Fig. 6: each task's consensus network (median seed) over its data, five tasks."""
+@_styled
+def plot_task_fits(ds, axes=None):
+    """Paper Fig. 6: five tasks' reported networks (median seed by the task's final training risk) over
+    their data, one panel per method; tasks in order on viridis."""
     problem, network = _network_of(ds)
+    pal = _palette(ds)
+    fig, axes = _subplots(axes, len(pal.order), panel=(4.2, 3.4), sharey=True)
     tasks = np.unique(np.linspace(1, ds.sizes["task"], 5).round().astype(int))
+    colors = _sequential(len(tasks))
     grid = np.linspace(0.0, 1.0, 300)[:, None]
     sub = np.random.default_rng(0).choice(problem.n_train, size=min(200, problem.n_train), replace=False)
-    with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, ds.sizes["method"], figsize=(4.2 * ds.sizes["method"], 3.4), squeeze=False)
-        for ax, label in zip(axes[0], ds.method.values):
-            for j, task in enumerate(tasks):
-                seed, risk = _median_seed(ds, label, task)
-                theta = ds.final_params.sel({"method": label, "task": task}).isel(seed=seed).values[None]
-                ax.scatter(problem.x_train[sub, 0], problem.y_train[sub, task - 1], s=2, color="0.7")
-                ax.plot(grid[:, 0], network.forward(theta, grid)[0, :, 0], color=f"C{j}", lw=1.3,
-                        label=f"task {task} (risk {risk:.1e})")
-            ax.set_xlabel("x")
-            ax.set_ylabel("g(x)")
-            ax.set_title(f"{label}")
-            ax.legend(fontsize=6, loc="lower left")
-        fig.suptitle(f"{ds.attrs['study']}: fits of five tasks after {int(ds.epoch[-1])} epochs")
-        fig.tight_layout()
-        fig.savefig(path)
-        plt.close(fig)
+    for ax, label in zip(axes, pal.order):
+        for color, task in zip(colors, tasks):
+            seed, risk = _median_seed(ds, label, task)
+            theta = _sel(ds, "final_params", label).sel(task=task).isel(seed=seed).values[None]
+            ax.scatter(problem.x_train[sub, 0], problem.y_train[sub, task - 1], s=2, color="0.75")
+            ax.plot(grid[:, 0], network.forward(theta, grid)[0, :, 0], color=color, lw=1.3,
+                    label=f"task {task} (risk {risk:.1e})")
+        ax.set(xlabel="x", ylabel="g(x)", title=pal.names[label])
+        _legend(ax, below=True, ncols=2, fontsize=6)
+    fig.suptitle(_title(ds, f"fits of {plural(len(tasks), 'task')} after {int(ds.epoch[-1])} epochs"))
+    return fig
 
 
-def plot_instability(ds, path, factor=10.0):
-    """Fraction of runs whose train risk has risen by more than ``factor`` above its running minimum."""
-    with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(5, 3.2))
-        for i, label in enumerate(ds.method.values):
-            risk = ds.train_risk.sel({"method": label}).transpose("seed", "epoch")
-            ax.plot(ds.epoch, instability(risk, factor).mean(axis=0), color=_color(str(label), i), label=str(label))
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(f"fraction of runs (of {ds.sizes['seed']})")
-        ax.set_ylim(-0.03, 1.03)
-        ax.set_title(f"{ds.attrs['study']}: risk > {factor:g}x its running minimum", fontsize=9)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(path)
-        plt.close(fig)
+@_styled
+def plot_instability(ds, ax=None, factor=10.0):
+    """Fraction of runs (seeds) whose training risk has risen above ``factor`` times its running
+    minimum, vs epoch; a diverged (NaN) risk counts as risen."""
+    fig, (ax,) = _subplots(ax, 1, panel=(5.0, 3.2))
+    pal = _palette(ds)
+    for label in pal.order:
+        risk = _sel(ds, "train_risk", label).transpose("seed", "epoch")
+        ax.plot(ds.epoch, instability(risk, factor).mean(axis=0), color=pal.colors[label], gid=label,
+                label=pal.names[label])
+    ax.set(ylabel=f"fraction of runs ({plural(ds.sizes['seed'], 'seed')})", ylim=(-0.03, 1.03),
+           title=_title(ds, f"training risk > {factor:g}x its running minimum"))
+    _epoch_axis(ax)
+    _legend(ax, pal.title)
+    return fig
 
 
-def plot_accuracy(ds, path):
-    """Test accuracy of the reported network, median over seeds with quartile band."""
-    with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(5, 3.2))
-        for i, label in enumerate(ds.method.values):
-            _band(ax, 100 * ds.test_accuracy.sel({"method": label}), ds.epoch, _color(str(label), i), str(label))
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_title(f"{ds.attrs['study']}: held-out accuracy ({ds.sizes['seed']} seeds)")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(path)
-        plt.close(fig)
+@_styled
+def plot_accuracy(ds, ax=None):
+    """Test accuracy of the reported network vs epoch, median over seeds with quartile band."""
+    fig, (ax,) = _subplots(ax, 1, panel=(5.0, 3.2))
+    pal = _palette(ds)
+    for label in pal.order:
+        _band(ax, 100 * _sel(ds, "test_accuracy", label), pal.colors[label], pal.names[label], label)
+    ax.set(ylabel=_label(ds, "test_accuracy", units="%"), title=_title(ds, f"held-out accuracy, {_over_seeds(ds)}"))
+    _epoch_axis(ax)
+    _legend(ax, pal.title)
+    return fig
 
 
-def plot_sweep(ds, dim, path, var="train_risk"):
-    """Paper Fig. 8: ``var`` vs epoch for every value of the swept ``dim``, one panel per method."""
-    methods = ds.method.values
+_DIM_NAMES = {"M": "network width M", "N": "number of particles N"}
+
+
+@_styled
+def plot_sweep(ds, dim, var="train_risk", axes=None):
+    """Paper Fig. 8: ``var`` vs epoch for every value of the swept ``dim`` (viridis, in order), median
+    over seeds with quartile band, log scale; one panel per method that records ``var``."""
+    pal = _palette(ds)
+    labels = [lb for lb in pal.order if lb in recorded_labels(ds, var)]
+    fig, axes = _subplots(axes, len(labels), sharey=True, legend=1.2)
     values = ds[dim].values
-    colors = plt.cm.viridis(np.linspace(0.0, 0.85, len(values)))
-    with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 3.3), squeeze=False, sharey=True)
-        for ax, m in zip(axes[0], methods):
-            for color, v in zip(colors, values):
-                sub = ds[var].sel({"method": m, dim: v})
-                other = [d for d in sub.dims if d not in ("seed", "epoch")]
-                _band(ax, sub.median(other) if other else sub, ds.epoch, color, f"{dim} = {int(v)}")
-            ax.set_yscale("log")
-            ax.set_xlabel("epoch")
-            ax.set_title(str(m))
-        axes[0][0].set_ylabel(var.replace("_", " "))
-        axes[0][0].legend(fontsize=7)
-        fig.suptitle(f"{ds.attrs['study']}: median over {ds.sizes['seed']} seeds, quartile band")
-        fig.tight_layout()
-        fig.savefig(path)
-        plt.close(fig)
+    for ax, label in zip(axes, labels):
+        for color, v in zip(_sequential(len(values)), values):
+            _band(ax, _sel(ds, var, label).sel({dim: v}), color, f"{dim} = {int(v)}", None)
+        ax.set(yscale="log", title=pal.names[label])
+        _epoch_axis(ax)
+    axes[0].set_ylabel(_label(ds, var))
+    _figure_legend(fig, *axes[0].get_legend_handles_labels(), title=_DIM_NAMES.get(dim, dim))
+    fig.suptitle(_title(ds, f"{_label(ds, var)} vs {dim}, {_over_seeds(ds)}"))
+    return fig
 
 
-def plot_rate(ds, dim, path):
-    """Final train risk vs the swept ``dim`` on log-log axes with the fitted slope; for M the Barron
-    reference slope -1 (risk ~ 1/M, eq. 9)."""
-    with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(5, 3.4))
-        x = ds[dim].values.astype(float)
-        for i, m in enumerate(ds.method.values):
-            final = sweep_finals(ds, m, dim)
-            q1, med, q3 = (final.quantile(q, dim="seed").values for q in (0.25, 0.5, 0.75))
-            ax.errorbar(x, med, yerr=[med - q1, q3 - med], fmt="o-", color=_color(str(m), i), capsize=3,
-                        label=f"{m}: fitted slope {fit_slope(x, med):.2f}")
-            if dim == "M" and i == 0 and np.isfinite(med[0]):
-                ax.plot(x, med[0] * x[0] / x, "k--", lw=0.8, label="reference slope -1 (Barron)")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel({"M": "network width M", "N": "number of particles N"}[dim])
-        ax.set_ylabel("final train risk (median, quartiles)")
-        ax.set_title(f"{ds.attrs['study']}: final risk vs {dim}")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(path)
-        plt.close(fig)
+@_styled
+def plot_rate(ds, dim, ax=None):
+    """Final training risk vs the swept ``dim`` on log-log axes, median and quartiles over seeds, with the
+    fitted slope of log(median) on log(``dim``); for M the reference slope -1 (risk ~ 1/M, Barron, eq. 9)."""
+    fig, (ax,) = _subplots(ax, 1, panel=(5.0, 3.4))
+    pal = _palette(ds)
+    x = ds[dim].values.astype(float)
+    first = None
+    for label in pal.order:
+        final = sweep_finals(ds, label, dim)
+        q1, med, q3 = (final.quantile(q, dim="seed").values for q in (0.25, 0.5, 0.75))
+        line = ax.errorbar(x, med, yerr=[med - q1, q3 - med], fmt="o-", color=pal.colors[label],
+                           label=f"{pal.names[label]}: fitted slope {fit_slope(x, med):.2f}")
+        line[0].set_gid(label)
+        first = med[0] if first is None else first
+    if dim == "M" and np.isfinite(first):  # through the first method's narrowest point
+        ax.plot(x, first * x[0] / x, "k--", lw=0.8, label="reference slope -1 (Barron)")
+    what = "median and quartiles" if ds.sizes["seed"] > 1 else "one seed"
+    ax.set(xscale="log", yscale="log", xlabel=_DIM_NAMES.get(dim, dim),
+           ylabel=f"final {_label(ds, 'train_risk')} ({what})", title=_title(ds, f"final risk vs {dim}"))
+    ax.set_xticks(x, [f"{v:g}" for v in x])  # the swept values, not powers of ten
+    ax.xaxis.set_minor_locator(NullLocator())
+    _legend(ax, pal.title)
+    return fig
 
 
-def plot_variance_decay(ds, path):
-    """W-over-W variance (unweighted, solid; beta-weighted, dashed) vs epoch per method, median over
-    seeds, with the Proposition 3 reference Var^1 (1 - lambda dt)^(2 k) from epoch 1."""
-    from meanfield.results import _decay_factor
+@_styled
+def plot_variance_decay(ds, axes=None):
+    r"""Proposition 3: W-over-W variance :math:`\frac12 \sum_n w_n W_2^2(\mu_n, \bar\mu)` vs epoch,
+    :math:`w_n = 1/N` (solid) and :math:`w_n = \beta_n` (dashed), median over seeds, with the reference
+    :math:`\mathrm{Var}^1 (1 - \lambda\,dt)^{2(k-1)}`; one panel per method that records it (OT-CBO)."""
+    pal = _palette(ds)
+    labels = [lb for lb in pal.order if lb in recorded_labels(ds, "w_variance")]
+    fig, axes = _subplots(axes, len(labels), ncols=min(4, len(labels)), panel=(3.4, 2.9), legend=1.8)
+    epoch = ds.epoch.values
+    for ax, label in zip(axes, labels):
+        for var, style in (("w_variance", "-"), ("w_variance_weighted", "--")):
+            med = _reduce(_sel(ds, var, label)).median("seed").values
+            ax.plot(epoch[1:], med[1:], style, color=pal.colors[label], gid=label)
+        start = float(_reduce(_sel(ds, "w_variance", label)).median("seed")[1])
+        ax.plot(epoch[1:], start * _decay_factor(ds, label) ** (epoch[1:] - 1), ":", color="k", lw=1)
+        ax.set(yscale="log", title=pal.names[label])
+        _epoch_axis(ax, "step k" if ds.attrs.get("iterations_per_epoch") == 1 else "epoch")
+    axes[0].set_ylabel(_label(ds, "w_variance"))
+    keys = [Line2D([], [], color="0.3", ls="-"), Line2D([], [], color="0.3", ls="--"),
+            Line2D([], [], color="k", ls=":", lw=1)]
+    _figure_legend(fig, keys, [r"$w_n = 1/N$", r"$w_n = \beta_n$ (Gibbs)", r"$\mathrm{Var}^1 (1-\lambda dt)^{2(k-1)}$"],
+                   title=r"$\frac{1}{2}\sum_n w_n W_2^2(\mu_n, \bar\mu)$")
+    fig.suptitle(_title(ds, f"{_label(ds, 'w_variance')}, {_over_seeds(ds, 'median')}"))
+    return fig
 
-    methods = ds.method.values
-    with plt.rc_context(STYLE):
-        ncols = min(4, len(methods))
-        nrows = -(-len(methods) // ncols)
-        fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.9 * nrows), squeeze=False)
-        for ax in axes.flat[len(methods):]:
-            ax.set_visible(False)
-        for ax, m in zip(axes.flat, methods):
-            sub = ds.sel({"method": m})
-            for var, style, name in (("w_variance", "-", "unweighted"), ("w_variance_weighted", "--", r"$\beta$-weighted")):
-                med = sub[var].median("seed")
-                ax.plot(ds.epoch[1:], med[1:], style, color="C0" if style == "-" else "C1", label=name)
-            start = float(sub.w_variance.median("seed")[1])
-            k = ds.epoch.values[1:] - 1
-            ax.plot(ds.epoch[1:], start * _decay_factor(ds, str(m)) ** k, ":", color="k", lw=1,
-                    label=r"$(1-\lambda dt)^{2k}$")
-            ax.set_yscale("log")
-            ax.set_xlabel("step k")
-            ax.set_title(str(m), fontsize=8)
-        for row in axes:
-            row[0].set_ylabel(r"$\frac{1}{2}\sum_n w_n W_2^2(\mu_n, \bar\mu)$")
-        axes[0][0].legend(fontsize=7)
-        fig.suptitle(f"{ds.attrs['study']}: W-over-W variance, median over {ds.sizes['seed']} seeds "
-                     r"($w_n = 1/N$ or $\beta_n$)")
-        fig.tight_layout()
-        fig.savefig(path)
-        plt.close(fig)
+
+# ---------------------------------------------------------------------------------------- a dataset
+
+def _swept(ds):
+    return [dim for dim in SWEEP_DIMS if dim in ds.dims]
+
+
+def _unsupported(ds, figure):
+    """Why ``ds`` cannot give ``figure`` (None if it can)."""
+    swept, multi = _swept(ds), "task" in ds.dims
+    if figure in ("sweep_risk", "sweep_variance", "rate"):
+        if not swept:
+            return "it needs a [sweep] (dimension M or N)"
+        if figure == "rate" and all(ds.sizes[d] < 2 for d in swept):
+            return "it needs a swept dimension with two or more values"
+    elif swept:
+        return f"the dataset is a sweep over {', '.join(swept)} (use sweep_risk, sweep_variance, rate)"
+    if figure in ("task_risk", "task_fits") and not multi:
+        return "it needs a multi-task problem (dimension task)"
+    if figure in ("risk", "instability", "fits", "accuracy") and multi:
+        return "the dataset is multi-task (use task_risk, task_fits)"
+    if figure in ("fits", "task_fits"):
+        if ds.sizes.get("component") != 3:  # w_1, b, c_1: D = d + 1 + C = 3 only for d = C = 1
+            return (f"it needs a regression problem with one input and one output, and "
+                    f"{ds.attrs.get('problem.name', 'this problem')} has {ds.sizes.get('component')} "
+                    "components per neuron")
+        if "config_json" not in ds.attrs:
+            return "it needs the attribute config_json to rebuild the data"
+    if figure == "accuracy" and "test_accuracy" not in ds:
+        return "it needs a classification problem (variable test_accuracy)"
+    if figure in ("variance", "sweep_variance") and not recorded_labels(ds, "w_variance"):
+        return "it needs an OT-CBO method (recorded w_variance)"
+    return None
+
+
+_PLOTS = {"risk": plot_risk, "instability": plot_instability, "fits": plot_fits, "accuracy": plot_accuracy,
+          "task_risk": plot_task_risk, "task_fits": plot_task_fits, "variance": plot_variance_decay,
+          "sweep_risk": plot_sweep, "sweep_variance": functools.partial(plot_sweep, var="w_variance"),
+          "rate": plot_rate}
+
+
+def _declared(ds):
+    """The figures named by ``ds.attrs["figures"]`` (a JSON list), or None if it has none."""
+    value = ds.attrs.get("figures")
+    if value is None:
+        return None
+    try:
+        names = json.loads(value) if isinstance(value, str) else list(np.atleast_1d(value))
+    except json.JSONDecodeError:
+        raise ValueError(f"attribute figures must be a JSON list of figure names, got {value!r}") from None
+    if not isinstance(names, list):
+        raise ValueError(f"attribute figures must be a JSON list of figure names, got {value!r}")
+    return list(dict.fromkeys(map(str, names)))
+
+
+def _jobs(ds):
+    """(file suffix, function drawing the figure) of every figure to make; checks the declared figures."""
+    figures = _declared(ds)
+    if figures is None:
+        figures = [f for f in FIGURES if _unsupported(ds, f) is None]
+    for figure in figures:
+        if figure not in FIGURES:
+            raise ValueError(f"unknown figure {figure!r} in attribute figures; known: {sorted(FIGURES)}")
+        why = _unsupported(ds, figure)
+        if why is not None:
+            raise ValueError(f"figure {figure!r} declared, but {why}")
+    jobs = []
+    for figure in figures:
+        if "{dim}" in FIGURES[figure]:  # one figure per swept dimension (rate: those with several values)
+            jobs += [(FIGURES[figure].format(dim=dim), functools.partial(_PLOTS[figure], ds, dim))
+                     for dim in _swept(ds) if figure != "rate" or ds.sizes[dim] > 1]
+        else:
+            jobs.append((FIGURES[figure], functools.partial(_PLOTS[figure], ds)))
+    return jobs
 
 
 def plot_dataset(ds, out_dir, name=None):
-    """All figures a study's dataset supports, and its summary table, named ``<name>_<figure>``
-    (default: the study's name); returns the paths written."""
+    """Write a dataset's figures as ``<name>_<file>.png`` (files from :data:`meanfield.schema.FIGURES`)
+    and its summary table as ``<name>_summary.md``; ``name`` defaults to the study's. Returns the paths.
+
+    The figures are those declared in ``ds.attrs["figures"]``, or else every figure the dataset supports.
+    Raises ValueError, before writing anything, for a declared figure that is unknown or that the
+    dataset cannot support (``fits`` of MNIST, say).
+    """
+    jobs = _jobs(ds)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     name = name or ds.attrs["study"]
-    regression_1d = ds.attrs.get("problem.name") in ("sine", "square", "shifted_sines")
-    swept = [dim for dim in SWEEP_DIMS if dim in ds.dims]
-    jobs = []
-    if swept:
-        for dim in swept:
-            jobs.append((f"risk_vs_{dim}", lambda d, p, dim=dim: plot_sweep(d, dim, p)))
-            if "w_variance" in ds:
-                jobs.append((f"variance_vs_{dim}", lambda d, p, dim=dim: plot_sweep(d, dim, p, "w_variance")))
-            if ds.sizes[dim] > 1:
-                jobs.append((f"rate_{dim}", lambda d, p, dim=dim: plot_rate(d, dim, p)))
-    elif "task" in ds.dims:
-        jobs += [("risk", plot_task_risk), ("fits", plot_task_fits)]
-    else:
-        jobs += [("risk", plot_risk), ("instability", plot_instability)]
-        if regression_1d:
-            jobs.append(("fits", plot_fits))
-        if "w_variance" in ds:
-            jobs.append(("variance", plot_variance_decay))
-    if "test_accuracy" in ds and not swept:
-        jobs.append(("accuracy", plot_accuracy))
     paths = []
     for suffix, plot in jobs:
+        fig = plot()
+        try:
+            with plt.style.context(STYLE):
+                fig.savefig(out_dir / f"{name}_{suffix}.png")
+        finally:
+            plt.close(fig)
         paths.append(out_dir / f"{name}_{suffix}.png")
-        plot(ds, paths[-1])
     paths.append(out_dir / f"{name}_summary.md")
     paths[-1].write_text(summary_table(ds))
     return paths

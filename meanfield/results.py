@@ -3,8 +3,10 @@
 import numpy as np
 import xarray as xr
 
+from meanfield.schema import METHOD_DIM, VARIABLES
+
 __all__ = ["last_recorded", "sweep_finals", "instability", "summary_table", "cells_of", "fit_slope",
-           "slope_interval", "decay_violations"]
+           "slope_interval", "decay_violations", "recorded_labels", "plural"]
 
 
 def last_recorded(da):
@@ -17,9 +19,9 @@ def last_recorded(da):
                         coords={d: da[d].values for d in da.dims if d != "epoch"})
 
 
-def sweep_finals(ds, method, dim):
-    """Final train risk of ``method``, dims (``dim``, seed): median over any other sweep dimension."""
-    final = last_recorded(ds.train_risk.sel({"method": method}))
+def sweep_finals(ds, label, dim):
+    """Final train risk of method ``label``, dims (``dim``, seed): median over any other sweep dimension."""
+    final = last_recorded(ds.train_risk.sel({METHOD_DIM: label}))
     other = [d for d in final.dims if d not in ("seed", dim)]
     return (final.median(other) if other else final).transpose(dim, "seed")
 
@@ -53,11 +55,33 @@ def decay_violations(variance, factor, rtol=1e-9):
 
 def cells_of(ds):
     """(label, selection) for every method and sweep point of a dataset, in order."""
-    points = [{"method": m} for m in ds.method.values]
+    points = [{METHOD_DIM: m} for m in ds[METHOD_DIM].values]
     for dim in SWEEP_DIMS:
         if dim in ds.dims:
             points = [{**p, dim: v} for p in points for v in ds[dim].values]
-    return [(" ".join([str(p["method"])] + [f"{d}={int(p[d])}" for d in SWEEP_DIMS if d in p]), p) for p in points]
+    return [(" ".join([str(p[METHOD_DIM])] + [f"{d}={int(p[d])}" for d in SWEEP_DIMS if d in p]), p) for p in points]
+
+
+def recorded_labels(ds, var):
+    """Labels of the methods with at least one recorded value of ``var`` (float: not NaN; counter: not -1).
+
+    A study mixing CBO and OT-CBO methods holds the OT-CBO variables for all of them, missing for CBO.
+    """
+    if var not in ds:
+        return []
+    da = ds[var]
+    ok = da >= 0 if da.dtype.kind in "iu" else da.notnull()
+    ok = ok.any([d for d in da.dims if d != METHOD_DIM])
+    return [str(m) for m, keep in zip(ds[METHOD_DIM].values, ok.values) if keep]
+
+
+def plural(n, noun):
+    """``n`` and ``noun``, in the plural unless ``n`` is 1.
+
+    >>> plural(1, "seed"), plural(3, "seed")
+    ('1 seed', '3 seeds')
+    """
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def fit_slope(x, y):
@@ -86,26 +110,44 @@ def slope_interval(x, finals, level=0.95, n_resamples=4000, seed=0):
     return tuple(float(q) for q in np.quantile(slopes, [(1 - level) / 2, (1 + level) / 2]))
 
 
-def _decay_factor(ds, method):
-    """(1 - lambda dt)^(2 k) per recorded epoch, k = iterations per epoch."""
-    dt, drift = (float(ds.attrs[f"methods.{method}.{key}"]) for key in ("dt", "drift"))
+def _decay_factor(ds, label):
+    """(1 - lambda dt)^(2 k) per recorded epoch, k = iterations per epoch, from the method's effective
+    parameters ``methods.<label>.dt`` and ``methods.<label>.drift``."""
+    dt, drift = (float(ds.attrs[f"methods.{label}.{key}"]) for key in ("dt", "drift"))
     return (1 - drift * dt) ** (2 * int(ds.attrs["iterations_per_epoch"]))
 
 
+def _heading(var, scale_units=None):
+    """Column heading from the schema: long name, and units unless dimensionless."""
+    spec = VARIABLES[var]
+    units = scale_units or spec.units
+    return spec.long_name if units == "1" else f"{spec.long_name} [{units}]"
+
+
 def summary_table(ds):
-    """Markdown table: per method (and sweep point), state memory and final values, median [quartiles] over seeds."""
+    """Markdown table: per method (and sweep point), state memory and final values, median [quartiles]
+    over seeds (the value alone for one seed). W-over-W columns are filled for the methods that record
+    them (OT-CBO) and "-" for the others."""
     multi = "task" in ds.dims
-    head = ["method", "state (bytes)", "train risk", "test risk"]
+    n_seeds = ds.sizes["seed"]
+    head = ["method", _heading("state_bytes"), _heading("train_risk"), _heading("test_risk")]
     if multi:
-        head[2:] = ["train risk, median over tasks", "train risk, min over tasks", "test risk, median over tasks"]
+        head[2:] = ["training risk, median over tasks", "training risk, min over tasks", "test risk, median over tasks"]
     if "test_accuracy" in ds:
-        head.append("test accuracy (%)")
-    if "w_variance" in ds:
-        head += ["W2 variance", "steps with Var ratio > (1-lambda dt)^2 (max relative excess): unweighted / weighted"]
-    head += ["diverged runs", "train time (s)"]
+        head.append(_heading("test_accuracy", "%"))
+    w_columns = bool(recorded_labels(ds, "w_variance"))
+    if w_columns:
+        head += [_heading("w_variance"),
+                 "steps with Var ratio > (1-lambda dt)^2 (max relative excess): unweighted / weighted"]
+    head += ["diverged runs", _heading("wall_time")]
 
     def fmt(values, scale=1.0, spec=".3g"):
-        q1, med, q3 = np.nanquantile(scale * np.asarray(values), [0.25, 0.5, 0.75])
+        values = scale * np.asarray(values, float)
+        if not np.isfinite(values).any():
+            return "-"
+        if values.size == 1:
+            return f"{values.item():{spec}}"
+        q1, med, q3 = np.nanquantile(values, [0.25, 0.5, 0.75])
         return f"{med:{spec}} [{q1:{spec}}, {q3:{spec}}]"
 
     rows = []
@@ -113,7 +155,8 @@ def summary_table(ds):
         sub = ds.sel(point)
         final = {var: last_recorded(sub[var]) for var in
                  ("train_risk", "test_risk", "test_accuracy", "w_variance", "wall_time") if var in sub}
-        row = [label, str(int(sub.state_bytes.max()))]
+        state = int(sub.state_bytes.max())
+        row = [label, str(state) if state >= 0 else "-"]
         if multi:
             row += [fmt(final["train_risk"].median("task")), fmt(final["train_risk"].min("task")),
                     fmt(final["test_risk"].median("task"))]
@@ -121,23 +164,28 @@ def summary_table(ds):
             row += [fmt(final["train_risk"]), fmt(final["test_risk"])]
         if "test_accuracy" in final:
             row.append(fmt(final["test_accuracy"], 100, ".1f"))
-        if "w_variance" in final:
-            factor = _decay_factor(ds, str(point["method"]))
+        if w_columns and bool(sub.w_variance.notnull().any()):
+            factor = _decay_factor(ds, str(point[METHOD_DIM]))
             row += [fmt(final["w_variance"]), " / ".join(
                 "{:.1%} (max {:+.2g})".format(*decay_violations(sub[v].transpose(..., "epoch"), factor))
                 for v in ("w_variance", "w_variance_weighted"))]
+        elif w_columns:
+            row += ["-", "-"]
         row += [f"{int((sub.diverged_epoch >= 0).sum())} of {sub.sizes['seed']}", fmt(final["wall_time"], spec=".0f")]
         rows.append(row)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
-    text = (f"{ds.attrs['study']}: after {int(ds.epoch[-1])} epochs, median [quartiles] over "
-            f"{ds.sizes['seed']} seeds\n\n" + "\n".join(lines) + "\n")
+    over = "one seed" if n_seeds == 1 else f"median [quartiles] over {n_seeds} seeds"
+    text = f"{ds.attrs['study']}: after {int(ds.epoch[-1])} epochs, {over}\n\n" + "\n".join(lines) + "\n"
     for dim in SWEEP_DIMS:
         if dim in ds.dims and ds.sizes[dim] > 1:
-            for m in ds.method.values:
+            for m in ds[METHOD_DIM].values:
                 final = sweep_finals(ds, m, dim)
-                lo, hi = slope_interval(ds[dim], final)
                 wins = int((final[-1] < final[0]).sum())
-                text += (f"\nfinal train risk of {m} vs {dim}: fitted slope {fit_slope(ds[dim], final.median('seed')):.2f}"
-                         f" (log-log), 95% bootstrap interval over seeds [{lo:.2f}, {hi:.2f}]; {dim} = "
-                         f"{int(ds[dim][-1])} lower than {dim} = {int(ds[dim][0])} in {wins} of {final.sizes['seed']} seeds\n")
+                slope = fit_slope(ds[dim], final.median("seed"))
+                text += f"\nfinal train risk of {m} vs {dim}: fitted slope {slope:.2f} (log-log)"
+                if n_seeds > 1:  # one seed allows a single resample: no interval
+                    lo, hi = slope_interval(ds[dim], final)
+                    text += f", 95% bootstrap interval over seeds [{lo:.2f}, {hi:.2f}]"
+                text += (f"; {dim} = {int(ds[dim][-1])} lower than {dim} = {int(ds[dim][0])} in {wins} of "
+                         f"{plural(n_seeds, 'seed')}\n")
     return text
