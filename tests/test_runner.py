@@ -14,37 +14,7 @@ import xarray as xr
 from meanfield import __version__
 from meanfield.cli import main
 from meanfield.schema import VARIABLES, open_dataset, write_dataset
-
-TINY = textwrap.dedent("""
-    name = "tiny"
-    epochs = 3
-    seeds = 2
-    root_seed = 11
-
-    [problem]
-    name = "sine"
-    n_train = 120
-    n_test = 30
-
-    [network]
-    n_neurons = 4
-
-    [methods.cbo]
-    method = "cbo"
-    n_particles = 6
-    dt = 0.1
-    sigma_squared = 1.0
-    batch_size = 40
-    alpha = { kind = "step", initial = 10.0, factor = 10.0, every = 1, limit = 1000.0 }
-
-    [methods.adam]
-    method = "adam"
-    lr = 0.05
-    batch_size = 40
-
-    [quick]
-    epochs = 2
-    """)
+from test_study import TINY
 
 # OT-CBO with every setting but the sizes left at its defaults
 MIXED = TINY.replace("[quick]", textwrap.dedent("""
@@ -216,29 +186,29 @@ def test_a_typo_inside_quick_is_found_without_quick(tiny, tmp_path, capsys):
     assert "[quick]: unknown key(s) ['sigma_squard'] in [methods.cbo]" in capsys.readouterr().err
 
 
-def test_multitask_with_fewer_particles_than_tasks_fails_before_any_cell(tmp_path, capsys, no_training):
-    study = tmp_path / "mt.toml"
-    study.write_text(textwrap.dedent("""
+def _multitask_study(path, n_tasks, particles):
+    """A tiny multi-task study with one method per {label: n_particles}."""
+    text = textwrap.dedent(f"""
         name = "mt"
         epochs = 2
         seeds = 1
         root_seed = 0
         [problem]
         name = "shifted_sines"
-        n_tasks = 5
+        n_tasks = {n_tasks}
         n_train = 60
         n_test = 20
         [network]
         n_neurons = 3
-        [methods.shared]
-        method = "multitask"
-        n_particles = 10
-        batch_size = 30
-        [methods.few]
-        method = "multitask"
-        n_particles = 4
-        batch_size = 30
-        """))
+        """)
+    for label, n in particles.items():
+        text += f'[methods.{label}]\nmethod = "multitask"\nn_particles = {n}\nbatch_size = 30\n'
+    path.write_text(text)
+    return path
+
+
+def test_multitask_with_fewer_particles_than_tasks_fails_before_any_cell(tmp_path, capsys, no_training):
+    study = _multitask_study(tmp_path / "mt.toml", 5, {"shared": 10, "few": 4})
     assert run(study, tmp_path / "mt.nc") == 2
     err = capsys.readouterr().err
     assert "[methods.few]: n_particles must be >= the number of tasks 5, got 4" in err
@@ -256,24 +226,7 @@ def test_a_single_task_method_on_a_multitask_problem_is_refused(tmp_path):
 
 
 def test_multitask_progress_counts_epochs_not_tasks(tmp_path, capsys):
-    study = tmp_path / "mt.toml"
-    study.write_text(textwrap.dedent("""
-        name = "mt"
-        epochs = 2
-        seeds = 1
-        root_seed = 0
-        [problem]
-        name = "shifted_sines"
-        n_tasks = 3
-        n_train = 60
-        n_test = 20
-        [network]
-        n_neurons = 3
-        [methods.shared]
-        method = "multitask"
-        n_particles = 6
-        batch_size = 30
-        """))
+    study = _multitask_study(tmp_path / "mt.toml", 3, {"shared": 6})
     assert main(["run", str(study), "--out", str(tmp_path / "mt.nc")]) == 0
     err = capsys.readouterr().err
     assert "mt shared-seed0: 100%" in err and not re.search(r"-\d+%", err)  # it counted tasks, down to -655%
