@@ -61,7 +61,11 @@ class _Palette:
 
 
 def _method_params(ds):
-    """{label: {param: value}} from the attributes ``methods.<label>.<param>``."""
+    """{label: {param: value}}: the effective settings of ``parameters_json``, or for files written
+    before it existed the attributes ``methods.<label>.<param>``."""
+    if "parameters_json" in ds.attrs:
+        methods = json.loads(ds.attrs["parameters_json"])["methods"]
+        return {str(label): methods.get(str(label), {}) for label in ds[METHOD_DIM].values}
     labels = sorted(map(str, ds[METHOD_DIM].values), key=len, reverse=True)  # "a.b" before "a": labels may hold dots
     params = {label: {} for label in labels}
     for key, value in ds.attrs.items():

@@ -345,21 +345,17 @@ class Study:
         if self.figures is not None:
             flat["figures"] = json.dumps(self.figures)
         params = self.parameters()
-        swept = {("network", "n_neurons"): "M", ("methods", "n_particles"): "N"}
-
-        def walk(prefix, table, section):
+        tables = [("problem.", params["problem"], None), ("network.", params["network"], "n_neurons")]
+        tables += [(f"methods.{label}.", table, "n_particles") for label, table in params["methods"].items()]
+        for prefix, table, swept_key in tables:  # one level: a schedule's table is one JSON attribute
             for key, value in table.items():
-                if isinstance(value, dict) and not (section == "methods" and prefix.count(".") == 2):
-                    walk(f"{prefix}{key}.", value, section)
-                elif swept.get((section, key)) in self.sweep:
-                    flat[prefix + key] = f"swept (dimension {swept[(section, key)]})"
+                dim = SWEEPS.get(key) if key == swept_key else None
+                if dim in self.sweep:
+                    flat[prefix + key] = f"swept (dimension {dim})"
                 elif isinstance(value, (str, int, float)) and not isinstance(value, bool):
                     flat[prefix + key] = value
                 else:
                     flat[prefix + key] = json.dumps(value)
-
-        for section, table in params.items():
-            walk(f"{section}.", table, section)
         for dim, values in self.sweep.items():
             flat[f"sweep.{dim}"] = json.dumps(values)
         return flat

@@ -84,8 +84,21 @@ def test_every_effective_parameter_is_recorded_defaults_included(mixed, tmp_path
     assert ds.attrs["methods.ot.dt"] == 0.1 and ds.attrs["methods.ot.drift"] == 1.0
     assert ds.attrs["methods.ot.method"] == "otcbo"
     assert ds.attrs["network.activation"] == "relu" and ds.attrs["problem.noise_std"] == 0.01
+    # a schedule is one JSON attribute, also under a label holding dots
+    assert ds.attrs["methods.ot.alpha"] == 1e4 and json.loads(ds.attrs["methods.cbo.alpha"])["kind"] == "step"
     params = json.loads(ds.attrs["parameters_json"])
     assert params["methods"]["cbo"]["drift"] == 1.0 and params["methods"]["adam"]["beta2"] == 0.999
+
+
+def test_labels_with_dots_get_the_same_attributes(tiny, tmp_path):
+    import json
+
+    tiny.write_text(TINY.replace("[methods.cbo]", '[methods."gamma=0.3"]'))
+    out = tmp_path / "dots.nc"
+    assert run(tiny, out, "--seeds", "1") == 0
+    attrs = open_dataset(out).attrs
+    assert json.loads(attrs["methods.gamma=0.3.alpha"])["kind"] == "step"
+    assert not any(key.startswith("methods.gamma=0.3.alpha.") for key in attrs)
 
 
 def test_overflowing_otcbo_atoms_are_a_recorded_divergence(tmp_path):
