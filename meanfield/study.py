@@ -11,6 +11,7 @@ index i of every method uses the same ``SeedSequence(root_seed).spawn(seeds)[i]`
 
 import contextlib
 import copy
+import functools
 import hashlib
 import inspect
 import json
@@ -254,19 +255,12 @@ class Study:
         except (ValueError, TypeError) as err:
             raise StudyError(f"{where}: {err}") from None
 
-    def _n_tasks(self):
-        """Number of tasks of the problem (1 for a single-task problem), known without loading data."""
-        table = self.config["problem"]
-        func = _PROBLEMS[table["name"]]
-        if "n_tasks" not in _signature_spec(func):
-            return 1
-        return table.get("n_tasks", inspect.signature(func).parameters["n_tasks"].default)
-
     def _check_tasks(self):
-        """Single-task methods on a single-task problem, multi-task ones with at least one particle per task."""
+        """Single-task methods on a single-task problem, multi-task ones with at least one particle per
+        task; the number of tasks is known from the settings, without loading data."""
         problem = self.config["problem"]["name"]
-        multi = "n_tasks" in _signature_spec(_PROBLEMS[problem])
-        n_tasks = self._n_tasks()
+        n_tasks = _effective(_PROBLEMS[problem], self.config["problem"]).get("n_tasks")
+        multi = n_tasks is not None
         for label, method in self.methods.items():
             if (method.name in MULTITASK_METHODS) != multi:
                 raise StudyError(f"[methods.{label}]: method {method.name!r} cannot train the "
@@ -340,11 +334,11 @@ class Study:
         ``section.key`` (a swept value says so), the study as JSON, and the provenance."""
         flat = {"study": self.name, "meanfield_version": __version__, "source_fingerprint": source_fingerprint(),
                 "root_seed": self.root_seed, "epochs": self.epochs, "seeds": self.seeds, "quick": int(self.quick),
-                "config_json": json.dumps(self.config, sort_keys=True),
-                "parameters_json": json.dumps(self.parameters(), sort_keys=True)}
+                "config_json": json.dumps(self.config, sort_keys=True)}
+        params = self.parameters()
+        flat["parameters_json"] = json.dumps(params, sort_keys=True)
         if self.figures is not None:
             flat["figures"] = json.dumps(self.figures)
-        params = self.parameters()
         tables = [("problem.", params["problem"], None), ("network.", params["network"], "n_neurons")]
         tables += [(f"methods.{label}.", table, "n_particles") for label, table in params["methods"].items()]
         for prefix, table, swept_key in tables:  # one level: a schedule's table is one JSON attribute
@@ -379,6 +373,7 @@ class Study:
         return out
 
 
+@functools.lru_cache(maxsize=1)
 def source_fingerprint():
     """Hash of the package's source files that can change a cell (all but the dataset readers)."""
     digest = hashlib.sha256()
@@ -499,7 +494,7 @@ def _dask_client(workers, scheduler):
                                    scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"}))
 
 
-def _combine(cells):
+def _combine(cells, int_dims):
     """One dataset from the cells: the union of their variables (a float variable a method does not
     record is NaN there, an integer counter -1), then the schema's attributes and dtypes."""
     import xarray as xr
@@ -519,6 +514,7 @@ def _combine(cells):
         filled.append(ds.assign(missing) if missing else ds)
     combined = xr.combine_by_coords(filled, combine_attrs="drop", join="exact", data_vars="all",
                                     coords="different", compat="equals")
+    combined = combined.assign_coords({d: combined[d].astype(np.int64) for d in int_dims if d in combined.coords})
     return apply_schema(combined)
 
 
@@ -594,10 +590,7 @@ def _run_locked(study, output, cells_dir, problem, progress, log, workers, sched
         raise StudyInterrupted(f"interrupted: {len(cells)} of {total} cells are kept in {cells_dir}; "
                                f"run the same command again to compute the other {total - len(cells)}") from None
     bar.close()
-    combined = _combine(cells)
-    int_coords = {d: combined[d].astype(np.int64) for d in ("epoch", "seed", *study.sweep) if d in combined.coords}
-    combined = combined.assign_coords(int_coords)
-    apply_schema(combined)
+    combined = _combine(cells, ("epoch", "seed", *study.sweep))
     source = f"meanfield {__version__} (source fingerprint {source_fingerprint()})"
     combined.attrs = {**global_attrs(f"meanfield study {study.name}", command, source), **study.attrs(),
                       "iterations_per_epoch": int(cells[0].attrs["iterations_per_epoch"])}

@@ -1,8 +1,8 @@
 r"""Optimal transport between uniform M-atom measures and their Wasserstein-2 barycenters.
 
 A two-layer network of width M is the uniform measure :math:`\mu = \frac1M\sum_i\delta_{x_i}` of its
-neurons (SPEC section 1); OT-CBO moves a population of such measures towards their weighted
-Wasserstein-2 barycenter (SPEC sections 5 and 6). This module holds the transport part alone, usable
+neurons; OT-CBO moves a population of such measures towards their weighted Wasserstein-2
+barycenter (sec. 5 of arXiv 2511.21466). This module holds the transport part alone, usable
 without any network:
 
 - :func:`squared_distances` and :func:`w2_squared`: cost matrices and :math:`W_2^2` between uniform
@@ -196,7 +196,7 @@ def _matched_w2(xp, x, matched):
 
     Summed from the matched differences rather than read off the cost matrix: the expanded form
     |x|^2 + |y|^2 - 2 x.y carries an absolute error ~ eps |x|^2, which swamps W2^2 once the measures
-    reach consensus (SPEC sec. 6 tracks the variance down by many decades)."""
+    reach consensus (the variance_decay study tracks it down by many decades)."""
     d = x - matched
     return xp.sum(xp.vecdot(d, d, axis=-1), axis=-1) / x.shape[-2]
 
