@@ -14,10 +14,12 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from meanfield._array import namespace
 from meanfield._validate import check_bool, check_float, check_int
 from meanfield.consensus import consensus_point, gibbs_weights
-from meanfield.noise import make_noise
+from meanfield.noise import AdditiveNoise, AnisotropicNoise, IsotropicNoise, NormalDraws, make_noise
 from meanfield.schedules import make_schedule
 
 __all__ = ["CBO", "CBOState", "cbo_update"]
@@ -35,7 +37,9 @@ def cbo_update(theta, consensus, dt, drift, sigma, noise, xi):
     noise : callable
         Noise strategy ``noise(diff, xi)``.
     xi : array, shape (N, ...)
-        Standard normal draws.
+        Standard normal draws. numpy arrays of theta's dtype are used as scratch (overwritten)
+        with the built-in noise strategies, so the step allocates no temporaries beyond the result;
+        the result is bit for bit that of the plain expression.
 
     Examples
     --------
@@ -47,7 +51,19 @@ def cbo_update(theta, consensus, dt, drift, sigma, noise, xi):
            [3.6]])
     """
     diff = theta - consensus
-    return theta - (drift * dt) * diff + (sigma * math.sqrt(dt)) * noise(diff, xi)
+    if not (isinstance(diff, np.ndarray) and isinstance(xi, np.ndarray) and xi.dtype == diff.dtype
+            and type(noise) in _IN_PLACE):
+        return theta - (drift * dt) * diff + (sigma * math.sqrt(dt)) * noise(diff, xi)
+    # theta - (drift dt) diff + (sigma sqrt(dt)) noise, each product and sum as in that expression
+    step = noise(diff, xi, out=xi)
+    step *= sigma * math.sqrt(dt)
+    diff *= drift * dt
+    out = theta - diff
+    out += step
+    return out
+
+
+_IN_PLACE = (AnisotropicNoise, IsotropicNoise, AdditiveNoise)
 
 
 @dataclass
@@ -110,6 +126,7 @@ class CBO:
         self.batch_size = check_int("batch_size", batch_size, low=1)
         self.init_scale = check_float("init_scale", init_scale, low=0, low_open=True)
         self.require_decay = check_bool("require_decay", require_decay)
+        self._normal = NormalDraws()
 
     def init(self, network, rng):
         if self.require_decay and hasattr(self.noise, "decay_bound"):
@@ -122,11 +139,10 @@ class CBO:
         return CBOState(network.init(self.n_particles, self.init_scale, rng))
 
     def step(self, state, network, x, y, epoch, rng):
-        xp = namespace(state.theta)
         risks = network.risk(state.theta, x, y)
         weights = gibbs_weights(risks, self.alpha(epoch))
         v = consensus_point(state.theta, weights)
-        xi = xp.asarray(rng.standard_normal(state.theta.shape))
+        xi = self._normal(rng, state.theta)
         theta = cbo_update(state.theta, v, self.dt, self.drift, math.sqrt(self.sigma_squared), self.noise, xi)
         return CBOState(theta, risks, v)
 

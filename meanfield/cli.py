@@ -46,6 +46,7 @@ def _parser():
 
 
 def _run(args):
+    from meanfield._array import keep_freed_memory
     from meanfield.results import summary_table
     from meanfield.study import dry_run, load_study, run_study
 
@@ -57,6 +58,7 @@ def _run(args):
         print(dry_run(study, out))
         return 0
     command = "meanfield run " + " ".join(sys.argv[2:] if args.argv is None else args.argv[1:])
+    keep_freed_memory()  # cells run in this process when workers = 1
     ds = run_study(study, out, progress=not args.no_progress, workers=args.workers, scheduler=args.scheduler,
                    log=lambda text: print(text, file=sys.stderr), command=command)
     print(f"wrote {out}\n")

@@ -63,11 +63,10 @@ class HybridCBOAdam(CBO):
         return HybridState(theta, xp.zeros_like(theta), xp.zeros_like(theta))
 
     def step(self, state, network, x, y, epoch, rng):
-        xp = namespace(state.theta)
         risks, grad = network.risk_and_grad(state.theta, x, y)
         weights = gibbs_weights(risks, self.alpha(epoch))
         v = consensus_point(state.theta, weights)
-        xi = xp.asarray(rng.standard_normal(state.theta.shape))
+        xi = self._normal(rng, state.theta)
         k = state.k + 1
         s, r, direction = adam_direction(grad, state.s, state.r, k, self.beta1, self.beta2, self.eps)
         cbo_part = 1.0 - self.gamma

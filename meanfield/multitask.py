@@ -101,7 +101,7 @@ class MultiTaskCBO(CBO):
             risks = xp.where(own, own_risk[:, None], xp.inf)
         weights = gibbs_weights(risks, self.alpha(epoch), axis=0)  # (N, P)
         v = xp.tensordot(xp.matrix_transpose(weights), state.theta, axes=1)  # (P, M, D)
-        xi = xp.asarray(rng.standard_normal(state.theta.shape))
+        xi = self._normal(rng, state.theta)
         theta = cbo_update(state.theta, xp.take(v, assign, axis=0), self.dt, self.drift,
                            math.sqrt(self.sigma_squared), self.noise, xi)
         return MultiTaskState(theta, risks, v, assign)

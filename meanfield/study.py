@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from meanfield import __version__
+from meanfield._array import MALLOC_SETTINGS
 from meanfield._validate import check_int
 from meanfield.adam import Adam
 from meanfield.cbo import CBO
@@ -485,11 +486,13 @@ def _dask_client(workers, scheduler):
     import dask
 
     # One single-threaded process per worker (dask's nannies also pin BLAS to one thread each). The
-    # nannies also set MALLOC_TRIM_THRESHOLD_, which turns off glibc's adaptive mmap threshold: every
-    # large numpy temporary is then a fresh mmap, page-faulted anew; None unsets it. The scheduler
-    # starts an HTTP server even without a dashboard, on port 8787 unless told otherwise: a free
-    # local port avoids the "port in use" warning when another cluster runs.
-    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+    # nannies set MALLOC_TRIM_THRESHOLD_ themselves; the workers get the settings of
+    # keep_freed_memory instead, so large numpy temporaries reuse freed memory rather than being
+    # page-faulted anew. The scheduler starts an HTTP server even without a dashboard, on port 8787
+    # unless told otherwise: a free local port avoids the "port in use" warning when another
+    # cluster runs.
+    environ = {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in MALLOC_SETTINGS.items()}
+    with dask.config.set(environ):
         return Client(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
                                    scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"}))
 

@@ -100,9 +100,11 @@ def train(method, network, problem, epochs, seed=0, progress=None):
         return _dataset(network, problem, epochs, n_batches, multi, n_tasks, record=None, final=None,
                         diverged=0, state_bytes=0)
     xp = namespace(state.theta)
-    x_tr, y_tr = xp.asarray(problem.x_train), xp.asarray(problem.y_train)
-    x_te, y_te = xp.asarray(problem.x_test), xp.asarray(problem.y_test)
     classify = problem.loss == "cross_entropy"
+    dtype = state.theta.dtype  # inputs and regression targets in the particles' floating type
+    x_tr, x_te = xp.asarray(problem.x_train, dtype=dtype), xp.asarray(problem.x_test, dtype=dtype)
+    y_tr, y_te = ((xp.asarray(problem.y_train), xp.asarray(problem.y_test)) if classify else
+                  (xp.asarray(problem.y_train, dtype=dtype), xp.asarray(problem.y_test, dtype=dtype)))
 
     def risks_of(nets, x, y):
         """Risk of network k on task k: nets (K, M, D) -> (K,)."""
@@ -198,7 +200,7 @@ def _dataset(network, problem, epochs, n_batches, multi, n_tasks, record, final,
     if multi:
         for name in ("variance", "alpha", "wall_time"):  # one value per ensemble, not per task
             data[name] = ("epoch", record[name][:, 0])
-    final = final if multi else final.reshape(final.shape[-2:])
+    final = np.asarray(final if multi else final.reshape(final.shape[-2:]), dtype=np.float64)
     data["final_params"] = (("task", "neuron", "component") if multi else ("neuron", "component"), final)
     data["diverged_epoch"] = ((), np.int64(diverged))
     data["state_bytes"] = ((), np.int64(state_bytes))

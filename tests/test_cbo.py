@@ -185,3 +185,57 @@ def test_require_decay_must_be_a_bool(value):
 def test_numpy_bools_are_bools():
     assert CBO(require_decay=np.True_).require_decay is True
     assert CBO(require_decay=False).require_decay is False
+
+
+@pytest.mark.parametrize("noise", ["anisotropic", "isotropic", "additive"])
+def test_the_in_place_update_is_the_plain_expression_bit_for_bit(noise):
+    from meanfield.noise import make_noise
+
+    rng = np.random.default_rng(8)
+    theta, v, xi = rng.normal(size=(6, 5, 3)), rng.normal(size=(5, 3)), rng.normal(size=(6, 5, 3))
+    strategy = make_noise(noise)
+    diff = theta - v
+    expected = theta - (0.7 * 0.1) * diff + (1.3 * math.sqrt(0.1)) * strategy(diff, xi.copy())
+    before = theta.copy()
+    assert_array_equal(cbo_update(theta, v, 0.1, 0.7, 1.3, strategy, xi), expected)
+    assert_array_equal(theta, before)  # only xi is scratch
+
+
+def test_a_user_noise_of_two_arguments_still_works():
+    rng = np.random.default_rng(9)
+    theta, v, xi = rng.normal(size=(4, 2)), rng.normal(size=2), rng.normal(size=(4, 2))
+    out = cbo_update(theta, v, 0.1, 1.0, 0.5, lambda diff, z: 2 * z, xi)
+    assert_array_equal(out, theta - 0.1 * (theta - v) + (0.5 * math.sqrt(0.1)) * (2 * xi))
+
+
+def test_normal_draws_are_the_generators_stream_whatever_the_dtype():
+    from meanfield.noise import NormalDraws
+
+    draw = NormalDraws()
+    like = np.zeros((3, 4, 2))
+    first = draw(np.random.default_rng(1), like).copy()
+    assert_array_equal(first, np.random.default_rng(1).standard_normal((3, 4, 2)))
+    assert_array_equal(draw(np.random.default_rng(1), like.astype(np.float32)), first.astype(np.float32))
+
+
+@pytest.mark.parametrize("method", ["cbo", "hybrid", "adam", "multitask"])
+def test_float32_runs_follow_float64_runs_to_float32_rounding(method):
+    """Same seed, same draws (float32 ones are the float64 ones rounded): a few epochs agree to
+    float32 precision before the chaotic dynamics could amplify rounding."""
+    from meanfield.adam import Adam
+    from meanfield.hybrid import HybridCBOAdam
+    from meanfield.multitask import MultiTaskCBO
+    from meanfield.problems import shifted_sines, sine
+    from meanfield.train import train
+
+    methods = {"cbo": CBO(n_particles=20, batch_size=100, sigma_squared=0.5, alpha=10.0),
+               "hybrid": HybridCBOAdam(n_particles=20, batch_size=100, alpha=10.0),
+               "adam": Adam(lr=0.01, batch_size=100),
+               "multitask": MultiTaskCBO(n_particles=20, batch_size=100, sigma_squared=0.5, alpha=10.0)}
+    problem = (shifted_sines(n_tasks=4, n_train=400, n_test=100) if method == "multitask"
+               else sine(n_train=400, n_test=100))
+    runs = [train(methods[method], TwoLayerNetwork(1, 1, 20, dtype=dtype), problem, 3, seed=1)
+            for dtype in ("float64", "float32")]
+    assert runs[1].final_params.dtype == np.float64  # stored as float64 whatever the run's dtype
+    assert_allclose(runs[1].train_risk, runs[0].train_risk, rtol=1e-5)
+    assert_allclose(runs[1].final_params, runs[0].final_params, rtol=0, atol=1e-5)

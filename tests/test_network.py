@@ -25,10 +25,10 @@ def loop_forward(theta, x, d, act):
 
 
 @pytest.mark.parametrize("activation", sorted(ACTS))
-@pytest.mark.parametrize("d, C", [(1, 1), (3, 4)])
-def test_forward_matches_loop(activation, d, C):
+@pytest.mark.parametrize("d, C, evaluation", [(1, 1, "dense"), (1, 1, "auto"), (1, 2, "fused_1d"), (3, 4, "dense")])
+def test_forward_matches_loop(activation, d, C, evaluation):
     rng = np.random.default_rng(1)
-    net = TwoLayerNetwork(d, C, 7, activation=activation, block_elements=50)  # several blocks
+    net = TwoLayerNetwork(d, C, 7, activation=activation, block_elements=50, evaluation=evaluation)
     theta, x = net.init(5, 1.0, rng), rng.normal(size=(6, d))
     assert_allclose(net.forward(theta, x), loop_forward(theta, x, d, activation), rtol=1e-12, atol=1e-14)
 
@@ -36,9 +36,9 @@ def test_forward_matches_loop(activation, d, C):
 def test_blocking_does_not_change_results():
     rng = np.random.default_rng(2)
     theta, x = rng.normal(size=(9, 11, 3)), rng.normal(size=(13, 1))
-    ref = TwoLayerNetwork(1, 1, 11, block_elements=None)
+    ref = TwoLayerNetwork(1, 1, 11, block_elements=None, evaluation="dense")
     for block in (1, 143, 10**6):
-        net = TwoLayerNetwork(1, 1, 11, block_elements=block)
+        net = TwoLayerNetwork(1, 1, 11, block_elements=block, evaluation="dense")
         assert_allclose(net.forward(theta, x), ref.forward(theta, x), rtol=1e-13)
         y = rng.normal(size=13)
         assert_allclose(net.risk_and_grad(theta, x, y)[1], ref.risk_and_grad(theta, x, y)[1], rtol=1e-12)

@@ -353,3 +353,23 @@ def test_the_command_line_starts_without_the_numerical_stack():
            "'dask', 'ot') if m in sys.modules))"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "[]"
+
+
+def test_a_float32_study_runs_and_records_its_dtype_and_evaluation(tiny, tmp_path):
+    out32, out64 = tmp_path / "f32.nc", tmp_path / "f64.nc"
+    assert run(tiny, out32, "--seeds", "1", "--set", "network.dtype=float32") == 0
+    assert run(tiny, out64, "--seeds", "1") == 0
+    ds32, ds64 = open_dataset(out32), open_dataset(out64)
+    assert ds32.attrs["network.dtype"] == "float32" and ds64.attrs["network.dtype"] == "float64"
+    assert ds32.attrs["network.evaluation"] == "auto"
+    assert ds32.final_params.dtype == np.float64
+    np.testing.assert_allclose(ds32.train_risk, ds64.train_risk, rtol=1e-4)
+
+
+def test_a_bad_dtype_or_evaluation_is_refused_before_any_compute(tiny, tmp_path, capsys, no_training):
+    for setting, message in [("network.dtype=float16", "dtype must be one of ['float64', 'float32']"),
+                             ("network.evaluation=fast", "evaluation must be one of")]:
+        out = tmp_path / "bad.nc"
+        assert run(tiny, out, "--set", setting) == 2
+        assert message in capsys.readouterr().err
+        assert not out.exists()

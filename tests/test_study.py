@@ -195,16 +195,29 @@ def test_cells_run_on_dask_workers_give_the_same_dataset(study_file, tmp_path):
     xr.testing.assert_identical(a.drop_vars("wall_time"), b.drop_vars("wall_time"))
 
 
-def test_dask_workers_keep_glibc_malloc_defaults(monkeypatch):
-    # dask's nannies set MALLOC_TRIM_THRESHOLD_, which made every large temporary a fresh mmap and
-    # OT-CBO cells train 2x slower in workers than in a plain process
+def test_dask_workers_keep_freed_memory(monkeypatch):
+    # dask's nannies set MALLOC_TRIM_THRESHOLD_ to their own value, which made every large temporary
+    # a fresh mmap, page-faulted anew: the workers get the settings of keep_freed_memory instead
     pytest.importorskip("dask.distributed")
+    from meanfield._array import MALLOC_SETTINGS
     from meanfield.study import _dask_client
 
-    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    for name in MALLOC_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
     with _dask_client(1, None) as client:
-        env = client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_"))
-    assert list(env.values()) == [None]
+        env = client.run(lambda: {name: os.environ.get(name) for name in MALLOC_SETTINGS})
+    assert list(env.values()) == [{name: str(value) for name, value in MALLOC_SETTINGS.items()}]
+
+
+def test_keep_freed_memory_reports_whether_it_applied():
+    import platform
+
+    from meanfield._array import keep_freed_memory
+
+    applied = keep_freed_memory()
+    assert isinstance(applied, bool)
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert applied
 
 
 def test_bad_worker_count_is_rejected(study_file, tmp_path, capsys):
