@@ -140,3 +140,28 @@ def test_gradient_into_a_given_array():
         _, grad = net.risk_and_grad(theta, x, y, out=out)
         assert grad is out
         assert_array_equal(out, net.risk_and_grad(theta, x, y)[1])
+
+
+@pytest.mark.parametrize("layout", ["clustered", "outliers", "constant", "two_points"])
+def test_relu_1d_on_inputs_far_from_uniform(layout):
+    """Ties, clusters and outliers: the bisection must find the exact boundary of the dense test."""
+    rng = np.random.default_rng(13)
+    x = {"clustered": np.concatenate([rng.normal(0, 1e-9, 300), rng.normal(5, 1e-9, 5)]),
+         "outliers": np.concatenate([rng.uniform(0, 1, 200), [-1e6, 1e6, 3e5]]),
+         "constant": np.full(40, 0.3),
+         "two_points": np.repeat([-1.0, 1.0], 20)}[layout][:, None]
+    dense, fast = dense_and("relu_1d", 1, 60)
+    theta = rng.normal(size=(5, 60, 3))
+    theta[:, :20, 1] = -theta[:, :20, 0] * rng.choice(x[:, 0], 20)  # breakpoints at data points
+    assert_agree(dense, fast, theta, x, rng.normal(size=x.shape[0]), rtol=1e-11)
+    brute = np.array([[((m[0] * np.sort(x[:, 0]) + m[1]) > 0).nonzero()[0] for m in net] for net in theta],
+                     dtype=object)
+    _, ranges = one_input.relu_outputs(theta, np.sort(x[:, 0]))
+    for n in range(5):
+        for m in range(60):
+            active = brute[n, m]
+            expected = [active[0], active[-1] + 1] if len(active) else None
+            if expected is not None:
+                assert ranges[n, m].tolist() == expected
+            else:
+                assert ranges[n, m, 0] >= ranges[n, m, 1]
