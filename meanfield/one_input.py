@@ -37,7 +37,7 @@ matrix-product pass is their reference in the tests.
 import numba
 import numpy as np
 
-__all__ = ["sort_inputs", "relu_outputs", "relu_gradient", "fused_outputs", "fused_gradient",
+__all__ = ["sort_inputs", "relu_outputs", "relu_mse", "relu_gradient", "fused_outputs", "fused_gradient",
            "softmax_cross_entropy"]
 
 _CACHE = True  # compiled kernels are cached next to the module: later processes skip compiling
@@ -66,7 +66,9 @@ def _active_range(w, b, xs):
 
 
 @numba.njit(cache=_CACHE)
-def _relu_outputs(theta, xs, out, ranges):
+def _relu_outputs(theta, xs, out, ranges, targets, risks):
+    """Outputs into ``out`` (N, S, C), or with ``targets`` (S, C) non-empty, only the mean squared
+    errors into ``risks`` (N,), without storing the outputs."""
     N, M, D = theta.shape
     S = xs.shape[0]
     C = D - 2
@@ -78,7 +80,9 @@ def _relu_outputs(theta, xs, out, ranges):
     down_slope = np.empty((C, S), dtype)
     down_shift = np.empty((C, S), dtype)
     inv_m = 1.0 / M
+    fused = targets.shape[0] > 0
     for n in range(N):
+        squares = 0.0
         up_slope[:] = 0
         up_shift[:] = 0
         down_slope[:] = 0
@@ -112,7 +116,13 @@ def _relu_outputs(theta, xs, out, ranges):
             for k in range(S):  # forward running sums: the suffix neurons active at k
                 slope += up_slope[c, k]
                 shift += up_shift[c, k]
-                out[n, k, c] = (xs[k] * (slope + down_slope[c, k]) + (shift + down_shift[c, k])) * inv_m
+                g = (xs[k] * (slope + down_slope[c, k]) + (shift + down_shift[c, k])) * inv_m
+                if fused:
+                    squares += (g - targets[k, c]) ** 2
+                else:
+                    out[n, k, c] = g
+        if fused:
+            risks[n] = squares / S
 
 
 def sort_inputs(x):
@@ -151,8 +161,42 @@ def relu_outputs(theta, xs):
     N, M, D = theta.shape
     out = np.empty((N, xs.shape[0], D - 2), dtype=theta.dtype)
     ranges = np.empty((N, M, 2), dtype=np.int64)
-    _relu_outputs(np.ascontiguousarray(theta), xs, out, ranges)
+    _relu_outputs(np.ascontiguousarray(theta), xs, out, ranges, np.empty((0, D - 2), theta.dtype),
+                  np.empty(0, theta.dtype))
     return out, ranges
+
+
+def relu_mse(theta, xs, targets):
+    r"""Mean squared errors :math:`\frac1S \sum_s |g_n(x_s) - y_s|^2` of N one-input ReLU networks,
+    without storing their outputs.
+
+    Parameters
+    ----------
+    theta : ndarray, shape (N, M, 2 + C)
+    xs : ndarray, shape (S,)
+        Sorted inputs (see :func:`sort_inputs`).
+    targets : ndarray, shape (S, C)
+        The targets in the order of ``xs``.
+
+    Returns
+    -------
+    risks : ndarray, shape (N,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> theta = np.array([[[1.0, 0.0, 2.0]]])                    # g(x) = 2 relu(x)
+    >>> relu_mse(theta, np.array([0.0, 1.0]), np.array([[1.0], [1.0]]))   # ((0 - 1)^2 + (2 - 1)^2) / 2
+    array([1.])
+    """
+    N, M, D = theta.shape
+    risks = np.empty(N, dtype=theta.dtype)
+    targets = np.ascontiguousarray(targets, dtype=theta.dtype)
+    if targets.shape != (xs.shape[0], D - 2):
+        raise ValueError(f"targets must have shape ({xs.shape[0]}, {D - 2}), got {targets.shape}")
+    _relu_outputs(np.ascontiguousarray(theta), xs, np.empty((0, 0, 0), theta.dtype),
+                  np.empty((N, M, 2), dtype=np.int64), targets, risks)
+    return risks
 
 
 @numba.njit(cache=_CACHE)

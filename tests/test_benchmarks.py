@@ -12,6 +12,7 @@ BENCH = Path(__file__).parents[1] / "benchmarks"
 @pytest.mark.parametrize("script, peer, expected", [
     ("bench_cbo.py", "cbx", "objective check: ok"),
     ("bench_barycenter.py", "ot", "obj ours/POT"),
+    ("bench_mnist_step.py", "numpy", "CBO / gemm"),
 ])
 def test_benchmark_quick_run(script, peer, expected, monkeypatch, capsys):
     pytest.importorskip(peer)
