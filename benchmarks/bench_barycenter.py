@@ -31,7 +31,8 @@ all N measures to the barycenter; POT's time does not include computing them.
 
 BLAS runs single-threaded for both unless OPENBLAS_NUM_THREADS / OMP_NUM_THREADS / MKL_NUM_THREADS
 are set: the assignment and network-simplex solvers are single-threaded anyway, and on a loaded
-machine OpenBLAS threads busy-wait (measured here: 2-4x slower runs of both libraries). Timings
+machine OpenBLAS threads busy-wait (measured here: 2-4x slower runs of both libraries). Our solvers
+limit numpy's BLAS to one thread during a solve in any case; the setting matters for POT. Timings
 depend on the machine and its load; ``--quick`` is a smoke run on tiny cases, not a measurement.
 """
 

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from meanfield._array import namespace
-from meanfield._validate import check_float, check_int
+from meanfield._validate import check_float, check_int, check_workers
 from meanfield.cbo import cbo_update
 from meanfield.consensus import gibbs_weights
 from meanfield.multitask import task_assignment
-from meanfield.noise import make_noise
+from meanfield.noise import NormalDraws, make_noise
 from meanfield.schedules import make_schedule
 from meanfield.transport import ExactBarycenter, SinkhornBarycenter, w2_squared
 
@@ -36,8 +36,9 @@ __all__ = ["OTCBO", "OTCBOState", "MultiTaskOTCBO"]
 class OTCBOState:
     """theta (N, M, D): the atoms of every particle measure. consensus (M, D): barycenter support of
     the last step; w2 (N,): W2^2 of the particles entering that step to it; weights (N,).
-    warm_start: the last exact BarycenterResult (one per task for multi-task), whose assignments and
-    potentials start the next step's assignment solver; a cache, not part of the dynamics."""
+    warm_start: the last BarycenterResult (one per task for multi-task), whose assignments and
+    potentials (exact) or entropic potentials (Sinkhorn) start the next step's solver; a cache,
+    not part of the dynamics (Sinkhorn's iterates depend on it within ``sinkhorn_tol``)."""
 
     theta: Any
     risks: Any = None
@@ -84,13 +85,17 @@ class OTCBO:
         Minibatch size S'.
     init_scale : float
         Initial atoms i.i.d. U[-init_scale, init_scale] per component (the paper: 2).
+    barycenter_workers : int >= 1 or -1
+        Threads of the barycenter solver (the N assignment problems of "exact", the blocks of
+        measures of "sinkhorn") and of the W2 distances; -1 uses every CPU. The results do not
+        depend on it.
     """
 
     name = "otcbo"
 
     def __init__(self, n_particles=100, dt=0.1, drift=1.0, sigma_squared=0.0, noise="additive", noise_decay=1.0,
                  alpha=1e4, barycenter="exact", reg=0.05, barycenter_max_iter=100, barycenter_tol=1e-9,
-                 sinkhorn_max_iter=1000, sinkhorn_tol=1e-9, batch_size=100, init_scale=2.0):
+                 sinkhorn_max_iter=1000, sinkhorn_tol=1e-9, batch_size=100, init_scale=2.0, barycenter_workers=1):
         self.n_particles = check_int("n_particles", n_particles, low=1)
         self.dt = check_float("dt", dt, low=0, low_open=True)
         self.drift = check_float("drift", drift, low=0, low_open=True)
@@ -105,28 +110,32 @@ class OTCBO:
         self.noise = make_noise(noise)
         self.noise_decay = make_schedule(noise_decay, "noise_decay")
         self.alpha = make_schedule(alpha, "alpha")
-        solvers = {"exact": ExactBarycenter(barycenter_max_iter, barycenter_tol),  # both validate
+        try:
+            self.barycenter_workers = check_workers(barycenter_workers)
+        except ValueError:
+            raise ValueError("barycenter_workers must be an integer >= 1, or -1 for all CPUs, "
+                             f"got {barycenter_workers!r}") from None
+        workers = self.barycenter_workers
+        solvers = {"exact": ExactBarycenter(barycenter_max_iter, barycenter_tol, workers=workers),  # both validate
                    "sinkhorn": SinkhornBarycenter(reg, barycenter_max_iter, barycenter_tol,
-                                                  sinkhorn_max_iter, sinkhorn_tol)}
+                                                  sinkhorn_max_iter, sinkhorn_tol, workers=workers)}
         if barycenter not in solvers:
             raise ValueError(f"barycenter must be one of {sorted(solvers)}, got {barycenter!r}")
         self.barycenter, self.solver = barycenter, solvers[barycenter]
+        self._normal = NormalDraws()
         self.batch_size = check_int("batch_size", batch_size, low=1)
         self.init_scale = check_float("init_scale", init_scale, low=0, low_open=True)
 
     def _barycenter(self, theta, weights, init, warm_start=None):
         start = time.perf_counter()
-        if self.barycenter == "exact":
-            result = self.solver.solve(theta, weights, init, warm_start=warm_start)
-        else:
-            result = self.solver.solve(theta, weights, init)
+        result = self.solver.solve(theta, weights, init, warm_start=warm_start)
         elapsed = time.perf_counter() - start
         # exact maps are optimal for the final support, so they give W2^2 directly; entropic maps do not
         if self.barycenter == "exact":
             xp = namespace(theta)
             w2 = xp.mean(xp.sum((theta - result.maps) ** 2, axis=-1), axis=-1)
         else:
-            w2 = w2_squared(theta, result.support)
+            w2 = w2_squared(theta, result.support, workers=self.barycenter_workers)
         return result, w2, elapsed
 
     def init(self, network, rng):
@@ -138,12 +147,11 @@ class OTCBO:
                           int(not result.converged), result)
 
     def step(self, state, network, x, y, epoch, rng):
-        xp = namespace(state.theta)
         risks = network.risk(state.theta, x, y)
         weights = gibbs_weights(risks, self.alpha(epoch))
         result, w2, elapsed = self._barycenter(state.theta, weights, state.consensus, state.warm_start)
         sigma = math.sqrt(self.sigma_squared) * self.noise_decay(state.iteration)
-        xi = xp.asarray(rng.standard_normal(state.theta.shape))
+        xi = self._normal(rng, state.theta)
         theta = cbo_update(state.theta, result.maps, self.dt, self.drift, sigma, self.noise, xi)
         return OTCBOState(theta, risks, result.support, weights, w2, state.iteration + 1,
                           state.barycenter_iterations + result.n_iter, state.barycenter_time + elapsed,
@@ -176,12 +184,12 @@ class MultiTaskOTCBO(OTCBO):
     def __init__(self, assignment="blocks", n_particles=100, dt=0.1, drift=1.0, sigma_squared=0.0, noise="additive",
                  noise_decay=1.0, alpha=1e4, barycenter="exact", reg=0.05, barycenter_max_iter=100,
                  barycenter_tol=1e-9, sinkhorn_max_iter=1000, sinkhorn_tol=1e-9, batch_size=100,
-                 init_scale=2.0):
+                 init_scale=2.0, barycenter_workers=1):
         super().__init__(n_particles=n_particles, dt=dt, drift=drift, sigma_squared=sigma_squared, noise=noise,
                          noise_decay=noise_decay, alpha=alpha, barycenter=barycenter, reg=reg,
                          barycenter_max_iter=barycenter_max_iter, barycenter_tol=barycenter_tol,
                          sinkhorn_max_iter=sinkhorn_max_iter, sinkhorn_tol=sinkhorn_tol,
-                         batch_size=batch_size, init_scale=init_scale)
+                         batch_size=batch_size, init_scale=init_scale, barycenter_workers=barycenter_workers)
         task_assignment(2, 1, assignment)  # validates the name early
         self.assignment = assignment
 
@@ -208,7 +216,7 @@ class MultiTaskOTCBO(OTCBO):
             iterations, elapsed = iterations + result.n_iter, elapsed + seconds
             unconverged += int(not result.converged)
         sigma = math.sqrt(self.sigma_squared) * self.noise_decay(state.iteration)
-        xi = xp.asarray(rng.standard_normal(state.theta.shape))
+        xi = self._normal(rng, state.theta)
         theta = cbo_update(state.theta, targets, self.dt, self.drift, sigma, self.noise, xi)
         return OTCBOState(theta, risks, xp.stack(supports), weights, xp.stack(w2, axis=1), state.iteration + 1,
                           state.barycenter_iterations + iterations, state.barycenter_time + elapsed,

@@ -12,17 +12,26 @@ without any network:
 - :func:`variance`: the Wasserstein-over-Wasserstein variance (eq. 64).
 
 Arrays follow the array API standard (numpy by default); the exact assignments are solved on the CPU
-by :func:`meanfield.assignment.linear_assignment`, warm-started across iterations and solves.
+by :func:`meanfield.assignment.linear_assignment`, warm-started across iterations and solves. Inputs of
+any real floating dtype are solved in float64 and the results (supports, maps, W2) are returned in the
+input dtype: the assignment solver's potentials and the entropic plans' marginals need float64 (a
+float32 plan entry :math:`\exp((f_i + g_j - C_{ij})/\varepsilon)` carries a relative error of about
+:math:`u\, C_{ij}/\varepsilon`, u the float32 unit roundoff, far above the default ``sinkhorn_tol`` at
+small ``reg``). With numpy arrays the solvers run BLAS on one thread (their products are small) and
+share their work among ``workers`` threads instead.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 import warnings
 from dataclasses import dataclass
 
 import array_api_compat
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from meanfield._array import to_numpy
 from meanfield._validate import check_float, check_int, check_workers
@@ -100,12 +109,14 @@ def _check_method(method):
 _COST_HEADROOM = 256
 
 
-def _check_cost_scale(xp, dim, *centred):
+def _check_cost_scale(xp, dim, *centred, dtype=None):
     """Raise a FloatingPointError unless the squared distances between the atoms of ``centred``
     (arrays of dimension ``dim``, already centred as the cost is computed) stay finite with the
-    headroom the solvers need. Called before any cost is formed: non-finite costs would make the
-    compiled assignment solver read out of bounds, and Sinkhorn's kernels nan."""
-    limit = math.sqrt(float(xp.finfo(centred[0].dtype).max) / (_COST_HEADROOM * dim))
+    headroom the solvers need, in ``dtype`` (the input dtype; default: that of ``centred``), so
+    that the results are finite once returned in it. Called before any cost is formed: non-finite
+    costs would make the compiled assignment solver read out of bounds, and Sinkhorn's kernels nan."""
+    limit = math.sqrt(float(xp.finfo(centred[0].dtype if dtype is None else dtype).max)
+                      / (_COST_HEADROOM * dim))
     for a in centred:
         if array_api_compat.size(a) == 0:
             continue
@@ -114,6 +125,57 @@ def _check_cost_scale(xp, dim, *centred):
             raise FloatingPointError(
                 "squared distances between atoms overflow (non-finite costs); the atoms are too large: "
                 f"|coordinate| up to {size:.3g} after centring, the limit for D = {dim} is {limit:.3g}")
+
+
+def _work_dtype(xp):
+    """The dtype the solvers compute in, whatever the inputs' real floating dtype (see the module
+    docstring)."""
+    return xp.float64
+
+
+# --------------------------------------------------------------------------------------------------
+# BLAS threads
+# --------------------------------------------------------------------------------------------------
+
+# The solvers' products are small: (M, D + 1) @ (D + 1, M) cost blocks, batched matrix-vector
+# products and (K, M) @ (M, K) couplings in Sinkhorn-Newton. On them a multi-threaded BLAS spends
+# more time dispatching to its threads than computing, and its idle threads spin, taking the cores
+# the assignment solver (or the other worker threads) run on next. The solves therefore run with
+# one BLAS thread and get their parallelism from ``workers`` instead. One controller serves every
+# call: creating one scans the loaded libraries, which costs more than a small solve.
+_BLAS_CONTROLLER = None
+_BLAS_LOCK = threading.Lock()
+_blas_users = 0
+_blas_limiter = None
+
+
+@contextlib.contextmanager
+def _one_blas_thread(xp):
+    """Run the block with numpy's BLAS on one thread, restoring its setting afterwards.
+
+    A no-op for other array namespaces (torch and cupy manage their own threads). Re-entrant and
+    shared by concurrent callers: the first to enter sets the limit, the last to leave restores
+    it, so threads solving at the same time do not restore each other's limit too early. The limit
+    is process-wide: other threads' BLAS calls made meanwhile also run on one thread.
+    """
+    global _BLAS_CONTROLLER, _blas_users, _blas_limiter
+    if not array_api_compat.is_numpy_namespace(xp):
+        yield
+        return
+    with _BLAS_LOCK:
+        if _blas_users == 0:
+            if _BLAS_CONTROLLER is None:
+                _BLAS_CONTROLLER = ThreadpoolController().select(user_api="blas")
+            _blas_limiter = _BLAS_CONTROLLER.limit(limits=1)
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            _blas_users -= 1
+            if _blas_users == 0:
+                _blas_limiter.restore_original_limits()
+                _blas_limiter = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -161,25 +223,25 @@ def squared_distances(x, y):
     return _sqdist(xp, x, y)
 
 
-def _sqdist(xp, x, y):
+def _sqdist(xp, x, y, dtype=None):
+    """Squared distances, after checking that they fit in ``dtype`` (default: the atoms' dtype)."""
     centre = xp.mean(y, axis=-2, keepdims=True)
     x = x - centre
     y = y - centre
-    _check_cost_scale(xp, x.shape[-1], x, y)
+    _check_cost_scale(xp, x.shape[-1], x, y, dtype=dtype)
     cross = x @ xp.matrix_transpose(y)
     cost = xp.sum(x * x, axis=-1)[..., :, None] + xp.sum(y * y, axis=-1)[..., None, :] - 2 * cross
     return xp.clip(cost, 0, None)
 
 
-def _assignments(xp, cost, workers):
+def _assignments(xp, cost):
     """Optimal permutation (row i -> column) of each square cost matrix (B, M, M), on the cost's
     device."""
     host = np.ascontiguousarray(to_numpy(cost), dtype=np.float64)  # finite: inputs are checked
     B, M = host.shape[:2]
     perm = np.empty((B, M), dtype=np.intp)
     potentials, inverse, total = np.empty((B, M)), np.empty((B, M), dtype=np.intp), np.empty(B)
-    in_blocks(lambda s: _assign(host[s], potentials[s], perm[s], inverse[s], total[s], False),
-              B, threads(workers), workers)
+    _assign(host, potentials, perm, inverse, total, False)
     return xp.asarray(perm, device=array_api_compat.device(cost))
 
 
@@ -215,6 +277,13 @@ _SINKHORN_CHECK_EVERY = 10
 # then Newton reached 1e-9 in 0.3 s, where 3000 scaling steps alone left 2e-4).
 _NEWTON_SWITCH = 1e-2
 _SINKHORN_SWEEPS = 50
+# Plan entries (measures x M x K) solved at a time by the entropic solvers. A block's Sinkhorn-Newton
+# solve keeps about a dozen arrays of this size alive (cost, kernel, plan, Newton's couplings and
+# Laplacians, the line search's temporaries): 2**21 float64 entries bound that near 200 MiB,
+# whatever N. Blocks are independent plan problems but for the scaling phase, which stops when
+# the worst plan of its block is close enough for Newton's method, so the block size (and not
+# ``workers``) sets the iterates, within ``sinkhorn_tol``.
+_SINKHORN_BLOCK_ENTRIES = 2**21
 
 
 def _sinkhorn(xp, cost, eps, f, g, max_iter, tol):
@@ -230,12 +299,20 @@ def _sinkhorn(xp, cost, eps, f, g, max_iter, tol):
        still above ``tol``. Sinkhorn alone converges linearly at a rate that tends to 1 as eps -> 0
        (at reg = 0.01 thousands of steps leave errors ~1e-4); Newton converges quadratically.
 
-    cost (B, M, K); eps (B,); f (B, M) and g (B, K) warm-start potentials. Returns the final
-    potentials, the plans (B, M, K) and whether every plan's marginal L1 error fell below ``tol``.
+    cost (B, M, K); eps (B,); f (B, M) and g (B, K) warm-start potentials, or f None to start
+    from g alone. Returns the final potentials, the plans
+    (B, M, K), whether every plan's marginal L1 error fell below ``tol``, and the iterations taken,
+    summed over the plans (the scaling steps count once per plan of the batch).
     """
     B, M, K = cost.shape
     e = eps[:, None]
     e3 = eps[:, None, None]
+    if f is None:
+        # From g alone: rows made exact by f(g), then columns by one log-domain update of g, so
+        # that the row error checked below measures how far the start is (with exact rows it
+        # would read 0, and Newton's method would start however far off the columns are).
+        f = _semi_dual(xp, cost, eps, g)[0]
+        g = e * (-math.log(K) - _logsumexp(xp, (f[:, :, None] - cost) / e3, axis=1))
     kernel = xp.exp((f[:, :, None] + g[:, None, :] - cost) / e3)
     tiny = xp.finfo(cost.dtype).smallest_normal
     rows, cols = xp.sum(kernel, axis=2), xp.sum(kernel, axis=1)
@@ -264,7 +341,8 @@ def _sinkhorn(xp, cost, eps, f, g, max_iter, tol):
             kernel = xp.exp((f[:, :, None] + g[:, None, :] - cost) / e3)
             u, v = xp.ones_like(f), xp.ones_like(g)
         sweeps += 1
-    return _newton(xp, cost, eps, g + e * xp.log(v), max_iter - sweeps, tol)
+    f, g, plan, converged, steps = _newton(xp, cost, eps, g + e * xp.log(v), max_iter - sweeps, tol)
+    return f, g, plan, converged, steps + B * sweeps
 
 
 def _semi_dual(xp, cost, eps, g):
@@ -291,13 +369,15 @@ def _newton(xp, cost, eps, g, max_iter, tol):
     small eps (measured on clustered atoms: damping 1 took twice the steps of 0.01, which was as
     fast as 1e-8). The step is halved until F increases (Armijo);
     near the optimum F's gain falls below its rounding, so gains within rounding also pass.
-    Measures leave the batch as they converge. Returns (f, g, plans, all converged) in batch order.
+    Measures leave the batch as they converge. Returns (f, g, plans, all converged) in batch order
+    and the Newton steps taken, summed over the plans.
     """
     B, M, K = cost.shape
     device = array_api_compat.device(cost)
     eye = xp.eye(K, dtype=cost.dtype, device=device)
     index = xp.arange(B, device=device)
     done = []  # (index, f, g, plan) of the measures that left the batch
+    steps = 0
     f, F = _semi_dual(xp, cost, eps, g)
     for it in range(max_iter + 1):
         plan = xp.exp((f[:, :, None] + g[:, None, :] - cost) / eps[:, None, None])
@@ -308,6 +388,7 @@ def _newton(xp, cost, eps, g, max_iter, tol):
         finished = error <= tol
         if bool(xp.any(finished)):
             keep, out = xp.nonzero(~finished)[0], xp.nonzero(finished)[0]
+            steps += it * out.shape[0]
             done.append(tuple(xp.take(a, out, axis=0) for a in (index, f, g, plan)))
             index, f, g, plan, cost, eps, F, residual, error = (
                 xp.take(a, keep, axis=0) for a in (index, f, g, plan, cost, eps, F, residual, error))
@@ -330,9 +411,10 @@ def _newton(xp, cost, eps, g, max_iter, tol):
     converged = index.shape[0] == 0
     if not converged:
         done.append((index, f, g, plan))
+        steps += it * index.shape[0]
     index, f, g, plan = (xp.concat([part[k] for part in done], axis=0) for k in range(4))
     order = xp.argsort(index)
-    return (*(xp.take(a, order, axis=0) for a in (f, g, plan)), converged)
+    return (*(xp.take(a, order, axis=0) for a in (f, g, plan)), converged, steps)
 
 
 def _relative_eps(xp, cost, reg):
@@ -374,12 +456,13 @@ def w2_squared(
         Stop when the L1 error of the plan's marginals is below this (``"sinkhorn"`` only); a
         :class:`RuntimeWarning` is raised if it is not reached.
     workers : int >= 1 or -1
-        Threads solving the assignment problems (``"exact"`` only); -1 uses every CPU.
+        Threads sharing the pairs of measures; -1 uses every CPU. The result does not depend on it.
 
     Returns
     -------
     w2 : array, shape (...), float
-        The squared distances, one per broadcast batch element.
+        The squared distances, one per broadcast batch element, in the dtype of the inputs (solved
+        in float64).
 
     Examples
     --------
@@ -413,28 +496,43 @@ def w2_squared(
     if method == "exact" and M != K:
         raise ValueError(f"method='exact' needs as many atoms in y as in x, got M={M} and K={K}")
     dtype = xp.result_type(x, y)
-    x, y = xp.astype(x, dtype, copy=False), xp.astype(y, dtype, copy=False)
-    cost = _sqdist(xp, x, y)
-    batch = tuple(cost.shape[:-2])
-    flat_cost = xp.reshape(cost, (-1, M, K))
-    B = flat_cost.shape[0]
-    if method == "exact":
-        xb = xp.reshape(xp.broadcast_to(x, batch + (M, D)), (B, M, D))
-        yb = xp.reshape(xp.broadcast_to(y, batch + (M, D)), (B, M, D))
-        perm = _assignments(xp, flat_cost, workers)
-        return xp.reshape(_matched_w2(xp, xb, _gather_rows(xp, yb, perm)), batch)
-    eps = _relative_eps(xp, flat_cost, reg)
-    f = xp.zeros((B, M), dtype=dtype, device=array_api_compat.device(x))
-    g = xp.zeros((B, K), dtype=dtype, device=array_api_compat.device(x))
-    _, _, plan, converged = _sinkhorn(xp, flat_cost, eps, f, g, sinkhorn_max_iter, sinkhorn_tol)
-    if not converged:
+    work = _work_dtype(xp)
+    batch = tuple(np.broadcast_shapes(tuple(x.shape[:-2]), tuple(y.shape[:-2])))
+    B = math.prod(batch)
+    xb = xp.reshape(xp.broadcast_to(xp.astype(x, work, copy=False), batch + (M, D)), (B, M, D))
+    yb = xp.reshape(xp.broadcast_to(xp.astype(y, work, copy=False), batch + (K, D)), (B, K, D))
+    parts = {}  # first index of a block -> its results, filled by the worker threads
+
+    # Pairs are solved in blocks: an exact block's costs stay in cache until its assignments have
+    # read them, and the entropic plans, with their temporaries, fit in bounded memory.
+    def exact_block(s):
+        perm = _assignments(xp, _sqdist(xp, xb[s], yb[s], dtype))
+        parts[s.start] = (_matched_w2(xp, xb[s], _gather_rows(xp, yb[s], perm)), True)
+
+    def sinkhorn_block(s):
+        cost = _sqdist(xp, xb[s], yb[s], dtype)
+        f, g = (xp.zeros((cost.shape[0], n), dtype=work, device=array_api_compat.device(cost))
+                for n in (M, K))
+        _, _, plan, ok, _ = _sinkhorn(xp, cost, _relative_eps(xp, cost, reg), f, g,
+                                      sinkhorn_max_iter, sinkhorn_tol)
+        parts[s.start] = (xp.sum(plan * cost, axis=(-2, -1)), ok)
+
+    with _one_blas_thread(xp):
+        if method == "exact":
+            in_blocks(exact_block, B, max(threads(workers), -(-B * M * K // _BLOCK_ENTRIES)), workers)
+        else:  # blocks independent of workers: they set the iterates (see _SINKHORN_BLOCK_ENTRIES)
+            in_blocks(sinkhorn_block, B, -(-B * M * K // _SINKHORN_BLOCK_ENTRIES), workers)
+    if B == 0:
+        return xp.zeros(batch, dtype=dtype, device=array_api_compat.device(x))
+    w2, ok = zip(*(parts[k] for k in sorted(parts)))
+    if not all(ok):
         warnings.warn(
             f"Sinkhorn did not reach sinkhorn_tol={sinkhorn_tol} in {sinkhorn_max_iter} iterations; "
             "increase sinkhorn_max_iter or reg",
             RuntimeWarning,
             stacklevel=2,
         )
-    return xp.reshape(xp.sum(plan * flat_cost, axis=(-2, -1)), batch)
+    return xp.astype(xp.reshape(xp.concat(w2, axis=0), batch), dtype, copy=False)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -449,7 +547,8 @@ class BarycenterResult:
     Attributes
     ----------
     support : array, shape (K, D), float
-        Atoms of the barycenter (K = M for the exact solver).
+        Atoms of the barycenter (K = M for the exact solver), in the dtype of the inputs, like
+        ``maps``.
     objective : float
         :math:`\frac12\sum_n\beta_n W_2^2(\bar\mu, \mu_n)` at ``support`` over all measures (for
         Sinkhorn, :math:`W_2^2` is the transport cost of the entropic plan).
@@ -468,9 +567,15 @@ class BarycenterResult:
         in the iterations (weights above the threshold); non-increasing for the exact solver.
     epsilon : float or None
         Absolute entropic regularisation used (Sinkhorn), None for the exact solver.
-    potentials : numpy.ndarray, shape (N, M), float, or None
-        Exact solver: column potentials certifying each final assignment (LP duals, see
-        :mod:`meanfield.assignment`); pass the result as ``warm_start`` to the next solve.
+    potentials : array, shape (N, K), float64, or None
+        Column potentials of each measure's final transport: exact solver, a numpy array of the
+        LP duals certifying each assignment (see :mod:`meanfield.assignment`); Sinkhorn, the dual
+        potentials g of the entropic plans (cost units, in the namespace of the inputs). Pass the
+        result as ``warm_start`` to the next solve of the same solver.
+    sinkhorn_iterations : int or None
+        Sinkhorn solver: scaling steps and Newton steps summed over every entropic plan solved
+        (one per measure and support, a block's scaling steps counting for each of its
+        measures); None for the exact solver.
     """
 
     support: object
@@ -481,10 +586,12 @@ class BarycenterResult:
     assignment: object = None
     history: np.ndarray = None
     epsilon: float | None = None
-    potentials: np.ndarray | None = None
+    potentials: object = None
+    sinkhorn_iterations: int | None = None
 
 
 def _barycenter_inputs(measures, weights, init, same_size):
+    """Checked inputs in the working dtype (float64), and the dtype of the results."""
     xp, (measures, weights, init) = _namespace(measures, weights, init)
     x = _check_atoms(xp, measures, "measures", ("N", "M", "D"))
     y = _check_atoms(xp, init, "init", ("K", "D"))
@@ -493,8 +600,9 @@ def _barycenter_inputs(measures, weights, init, same_size):
     if same_size and y.shape[0] != x.shape[1]:
         raise ValueError(f"init must have M = {x.shape[1]} atoms like each measure, got {y.shape[0]}")
     dtype = xp.result_type(x, y)
-    beta = _check_weights(xp, weights, x.shape[0], dtype)
-    return xp, xp.astype(x, dtype, copy=False), beta, xp.astype(y, dtype, copy=False)
+    work = _work_dtype(xp)
+    beta = _check_weights(xp, weights, x.shape[0], work)
+    return xp, xp.astype(x, work, copy=False), beta, xp.astype(y, work, copy=False), dtype
 
 
 def _split(xp, beta, threshold):
@@ -639,16 +747,21 @@ class ExactBarycenter:
         Returns
         -------
         result : BarycenterResult
+            ``support`` and ``maps`` in the dtype of the inputs.
         """
-        xp, x, beta, init = _barycenter_inputs(measures, weights, init, same_size=True)
+        xp, x, beta, init, dtype = _barycenter_inputs(measures, weights, init, same_size=True)
+        warm = _warm_arrays(warm_start, x.shape[0], x.shape[1])
+        with _one_blas_thread(xp):
+            return self._solve(xp, x, beta, init, dtype, warm)
+
+    def _solve(self, xp, x, beta, init, dtype, warm):
         B, M, D = x.shape
-        warm = _warm_arrays(warm_start, B, M)
         centre = xp.tensordot(beta, xp.mean(x, axis=1), axes=1)
         active, rest = _split(xp, beta, self.weight_threshold)
         xa = (xp.take(x, active, axis=0) if rest.shape[0] else x) - centre
         support = init - centre
         # later supports are convex combinations of the atoms of xa, so one check covers them
-        _check_cost_scale(xp, D, xa, support)
+        _check_cost_scale(xp, D, xa, support, dtype=dtype)
         xa_sq = xp.sum(xp.vecdot(xa, xa), axis=1)
         xa1 = _with_ones(xp, xa)  # [x, 1]: also what the support update gathers (one copy of x)
         del xa
@@ -675,7 +788,7 @@ class ExactBarycenter:
         if rest.shape[0]:
             rows_r = to_numpy(rest)
             xr = xp.take(x, rest, axis=0) - centre
-            _check_cost_scale(xp, D, xr)
+            _check_cost_scale(xp, D, xr, dtype=dtype)
             warm_r = None if warm is None else (warm[0][rows_r], warm[1][rows_r])
             perm_r, _, _, (potentials[rows_r], _) = _exact_step(
                 xp, _with_ones(xp, xr), xp.sum(xp.vecdot(xr, xr), axis=1), support, self.workers, warm_r)
@@ -683,11 +796,11 @@ class ExactBarycenter:
         support = support + centre
         maps = xp.reshape(xp.take(support, xp.reshape(perm, (-1,)), axis=0), (B, M, D))
         return BarycenterResult(
-            support=support,
+            support=xp.astype(support, dtype, copy=False),
             objective=0.5 * float(xp.sum(beta * _matched_w2(xp, x, maps))),
             n_iter=n_iter,
             converged=bool(converged),
-            maps=maps,
+            maps=xp.astype(maps, dtype, copy=False),
             assignment=perm,
             history=np.asarray(history),
             potentials=potentials,
@@ -698,13 +811,27 @@ def _warm_arrays(warm_start, n, m):
     """(potentials, assignment) as numpy arrays from an exact BarycenterResult, or None."""
     if warm_start is None:
         return None
-    if not isinstance(warm_start, BarycenterResult) or warm_start.potentials is None:
+    if (not isinstance(warm_start, BarycenterResult) or warm_start.potentials is None
+            or warm_start.assignment is None):
         raise ValueError("warm_start must be a BarycenterResult of ExactBarycenter.solve")
-    potentials = np.asarray(warm_start.potentials)
-    if potentials.shape != (n, m):
-        raise ValueError(f"warm_start must come from N = {n} measures of M = {m} atoms, "
-                         f"got a result for shape {potentials.shape}")
-    return potentials, to_numpy(warm_start.assignment)
+    potentials = _warm_potentials(warm_start, n, m, f"N = {n} measures of M = {m} atoms")
+    assignment = to_numpy(warm_start.assignment)
+    # the compiled solver indexes the costs with the assignment unchecked
+    if assignment.shape != (n, m) or not np.array_equal(np.sort(assignment, axis=1),
+                                                        np.broadcast_to(np.arange(m), (n, m))):
+        raise ValueError("warm_start.assignment must hold a permutation of 0..M-1 for each of the N "
+                         "measures")
+    return potentials, assignment
+
+
+def _warm_potentials(warm_start, n, k, sizes):
+    """The warm start's potentials as a float64 numpy array of shape (n, k), checked."""
+    potentials = np.asarray(to_numpy(warm_start.potentials), dtype=np.float64)
+    if potentials.shape != (n, k):
+        raise ValueError(f"warm_start must come from {sizes}, got a result for shape {potentials.shape}")
+    if not np.all(np.isfinite(potentials)):
+        raise ValueError("warm_start.potentials contains NaN or infinite values")
+    return potentials
 
 
 @dataclass(frozen=True)
@@ -729,6 +856,11 @@ class SinkhornBarycenter:
     :math:`\frac12\sum_n\beta_n\langle P_n, C_n\rangle`; the iteration stops when its relative
     change is at most ``tol`` or after ``max_iter`` updates.
 
+    The plans are solved in blocks of measures of about 2**21 entries in all, so the memory does
+    not grow with N: each block's plans give their share of the next support,
+    :math:`K\sum_{n \in \text{block}} \beta_n P_n^\top x_n`, their transport costs and maps, and are
+    dropped.
+
     Parameters
     ----------
     reg : float > 0
@@ -743,6 +875,9 @@ class SinkhornBarycenter:
         L1 error of the plan's marginals at which an entropic solve stops.
     weight_threshold : float in [0, 1]
         As in :class:`ExactBarycenter`.
+    workers : int >= 1 or -1
+        Threads sharing the blocks of measures; -1 uses every CPU. The result does not depend on
+        it; the memory grows with it (one block per thread).
 
     Examples
     --------
@@ -766,6 +901,7 @@ class SinkhornBarycenter:
     sinkhorn_max_iter: int = 1000
     sinkhorn_tol: float = 1e-9
     weight_threshold: float = 1e-12
+    workers: int = 1
 
     def __post_init__(self):
         check_float("reg", self.reg, low=0, low_open=True)
@@ -774,19 +910,56 @@ class SinkhornBarycenter:
         check_int("sinkhorn_max_iter", self.sinkhorn_max_iter, low=1)
         check_float("sinkhorn_tol", self.sinkhorn_tol, low=0)
         check_float("weight_threshold", self.weight_threshold, low=0, high=1)
+        check_workers(self.workers)
 
-    def _plans(self, xp, x, x_sq, support, eps, f, g):
-        """Entropic plans of x (B, M, D) to support (warm start f, g) and their transport costs.
+    def _plans(self, xp, x, x_sq, support, eps, f, g, share=None):
+        r"""Entropic plans :math:`P_n` of every measure of x (B, M, D) to ``support`` (K, D), block by
+        block, and what the barycenter needs of them.
 
-        ``x_sq`` (B, M) holds |x_i|^2, so a cost matrix costs one batched product."""
+        ``x_sq`` (B, M) holds :math:`|x_i|^2`, so a cost matrix costs one batched product. The
+        potentials f (B, M) and g (B, K) start each plan; both None starts from zero, f None
+        from g alone. Returns the final f and g, the transport costs
+        :math:`\langle P_n, C_n\rangle` (B,), the maps :math:`M P_n Y` (B, M, D), the next support
+        :math:`K\sum_n \mathrm{share}_n P_n^\top x_n` (K, D) if ``share`` (B,) is given, whether
+        every plan reached ``sinkhorn_tol`` and the iterations taken.
+        """
+        B, M, D = x.shape
+        K = support.shape[0]
+        device = array_api_compat.device(x)
         y_sq = xp.sum(support * support, axis=1)
-        cross = x @ xp.matrix_transpose(support)
-        cost = xp.clip(x_sq[:, :, None] + y_sq - 2 * cross, 0, None)
-        eps_b = xp.full((x.shape[0],), eps, dtype=x.dtype, device=array_api_compat.device(x))
-        f, g, plan, ok = _sinkhorn(xp, cost, eps_b, f, g, self.sinkhorn_max_iter, self.sinkhorn_tol)
-        return f, g, plan, xp.sum(plan * cost, axis=(1, 2)), ok
+        support_t = xp.matrix_transpose(support)
+        parts = {}  # first measure of a block -> its results, filled by the worker threads
 
-    def solve(self, measures, weights, init):
+        def block(s):
+            xb = x[s]
+            cost = xp.clip(x_sq[s][:, :, None] + y_sq - 2 * (xb @ support_t), 0, None)
+            b = cost.shape[0]
+            if g is None:
+                fb, gb = (xp.zeros((b, n), dtype=x.dtype, device=device) for n in (M, K))
+            else:
+                fb, gb = (None if f is None else f[s]), g[s]
+            eps_b = xp.full((b,), eps, dtype=x.dtype, device=device)
+            fb, gb, plan, ok, steps = _sinkhorn(xp, cost, eps_b, fb, gb, self.sinkhorn_max_iter,
+                                                self.sinkhorn_tol)
+            update = None
+            if share is not None:  # this block's share of the next support, before the plans go
+                weighted = xp.reshape(xb * share[s][:, None, None], (-1, D))
+                update = xp.matrix_transpose(xp.reshape(plan, (-1, K))) @ weighted
+            parts[s.start] = (fb, gb, xp.sum(plan * cost, axis=(1, 2)), M * (plan @ support), update,
+                              ok, steps)
+
+        in_blocks(block, B, -(-B * M * K // _SINKHORN_BLOCK_ENTRIES), self.workers)
+        f, g, cost, maps, updates, ok, steps = zip(*(parts[k] for k in sorted(parts)))
+        update = None
+        if share is not None:
+            update = updates[0]
+            for part in updates[1:]:  # in block order: the sum does not depend on the threads
+                update = update + part
+            update = K * update
+        return (xp.concat(f, axis=0), xp.concat(g, axis=0), xp.concat(cost, axis=0),
+                xp.concat(maps, axis=0), update, all(ok), sum(steps))
+
+    def solve(self, measures, weights, init, warm_start=None):
         r"""Entropic barycenter of ``measures`` with ``weights``, starting from the support ``init``.
 
         Parameters
@@ -797,22 +970,39 @@ class SinkhornBarycenter:
             Barycentric weights :math:`\beta`, non-negative, summing to 1.
         init : array-like, shape (K, D), float
             Initial support (warm start, e.g. the previous consensus).
+        warm_start : BarycenterResult, optional
+            A previous result of this solver for N measures and K barycenter atoms, typically the
+            one whose support is ``init``: its potentials g start the first plans instead of zero
+            (f(g) makes their rows exact, then one update of g their columns). The plans still
+            reach ``sinkhorn_tol``, so the result is the same to about that tolerance; only the
+            iterations differ.
 
         Returns
         -------
         result : BarycenterResult
-            With ``assignment`` None and ``epsilon`` the absolute regularisation.
+            With ``assignment`` None, ``epsilon`` the absolute regularisation, and ``support`` and
+            ``maps`` in the dtype of the inputs.
         """
-        xp, x, beta, init = _barycenter_inputs(measures, weights, init, same_size=False)
-        M, K = x.shape[1], init.shape[0]
-        device = array_api_compat.device(x)
+        xp, x, beta, init, dtype = _barycenter_inputs(measures, weights, init, same_size=False)
+        warm = None
+        if warm_start is not None:
+            if (not isinstance(warm_start, BarycenterResult) or warm_start.potentials is None
+                    or warm_start.epsilon is None):
+                raise ValueError("warm_start must be a BarycenterResult of SinkhornBarycenter.solve")
+            sizes = f"N = {x.shape[0]} measures and K = {init.shape[0]} barycenter atoms"
+            warm = xp.asarray(_warm_potentials(warm_start, x.shape[0], init.shape[0], sizes),
+                              dtype=x.dtype, device=array_api_compat.device(x))
+        with _one_blas_thread(xp):
+            return self._solve(xp, x, beta, init, dtype, warm)
+
+    def _solve(self, xp, x, beta, init, dtype, warm):
         # Centred once on the mixture mean (the problem is translation-equivariant), which keeps
         # the expanded costs accurate; the mean square of the centred atoms gives the cost scale.
         centre = xp.tensordot(beta, xp.mean(x, axis=1), axes=1)
         x = x - centre
         support = init - centre
         # later supports are convex combinations of the atoms of x, so one check covers them
-        _check_cost_scale(xp, x.shape[2], x, support)
+        _check_cost_scale(xp, x.shape[2], x, support, dtype=dtype)
         x_sq = xp.sum(x * x, axis=2)
         scale = 2 * float(xp.sum(beta * xp.mean(x_sq, axis=1)))
         eps = self.reg * (scale if scale > 0 else 1.0)
@@ -820,39 +1010,37 @@ class SinkhornBarycenter:
         xa = xp.take(x, active, axis=0)
         xa_sq = xp.take(x_sq, active, axis=0)
         wa = xp.take(beta, active, axis=0)
-        # Scaling the atoms by the weights turns the update into one (K, B M) x (B M, D) product.
-        xa_weighted = xp.reshape(xa * (wa / xp.sum(wa))[:, None, None], (-1, x.shape[2]))
-        f = xp.zeros((xa.shape[0], M), dtype=x.dtype, device=device)
-        g = xp.zeros((xa.shape[0], K), dtype=x.dtype, device=device)
-        f, g, plan, cost, ok = self._plans(xp, xa, xa_sq, support, eps, f, g)
+        share = wa / xp.sum(wa)
+        g = None if warm is None else xp.take(warm, active, axis=0)
+        f, g, cost, maps, update, ok, steps = self._plans(xp, xa, xa_sq, support, eps, None, g, share)
         history = [0.5 * float(xp.sum(wa * cost))]
         converged = False
         n_iter = 0
         while n_iter < self.max_iter and not converged:
-            support = K * (xp.matrix_transpose(xp.reshape(plan, (-1, K))) @ xa_weighted)
-            f, g, plan, cost, ok = self._plans(xp, xa, xa_sq, support, eps, f, g)
+            support = update
+            f, g, cost, maps, update, ok, more = self._plans(xp, xa, xa_sq, support, eps, f, g, share)
+            steps += more
             history.append(0.5 * float(xp.sum(wa * cost)))
             n_iter += 1
             converged = abs(history[-2] - history[-1]) <= self.tol * abs(history[-2])
-        maps = M * (plan @ support)
         if rest.shape[0]:
-            xr = xp.take(x, rest, axis=0)
-            f_r = xp.zeros((xr.shape[0], M), dtype=x.dtype, device=device)
-            g_r = xp.zeros((xr.shape[0], K), dtype=x.dtype, device=device)
-            _, _, plan_r, cost_r, ok_r = self._plans(
-                xp, xr, xp.take(x_sq, rest, axis=0), support, eps, f_r, g_r
-            )
-            maps = _merge(xp, active, maps, rest, M * (plan_r @ support))
+            g_r = None if warm is None else xp.take(warm, rest, axis=0)
+            _, g_r, cost_r, maps_r, _, ok_r, more = self._plans(
+                xp, xp.take(x, rest, axis=0), xp.take(x_sq, rest, axis=0), support, eps, None, g_r)
+            maps = _merge(xp, active, maps, rest, maps_r)
             cost = _merge(xp, active, cost, rest, cost_r)
-            ok = ok and ok_r
+            g = _merge(xp, active, g, rest, g_r)
+            ok, steps = ok and ok_r, steps + more
         return BarycenterResult(
-            support=support + centre,
+            support=xp.astype(support + centre, dtype, copy=False),
             objective=0.5 * float(xp.sum(beta * cost)),
             n_iter=n_iter,
             converged=bool(converged and ok),
-            maps=maps + centre,
+            maps=xp.astype(maps + centre, dtype, copy=False),
             history=np.asarray(history),
             epsilon=eps,
+            potentials=g,
+            sinkhorn_iterations=int(steps),
         )
 
 

@@ -13,6 +13,7 @@ BENCH = Path(__file__).parents[1] / "benchmarks"
     ("bench_cbo.py", "cbx", "objective check: ok"),
     ("bench_barycenter.py", "ot", "obj ours/POT"),
     ("bench_mnist_step.py", "numpy", "CBO / gemm"),
+    ("bench_otcbo_step.py", "numpy", "OT-CBO / CBO"),
 ])
 def test_benchmark_quick_run(script, peer, expected, monkeypatch, capsys):
     pytest.importorskip(peer)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from numpy.testing import assert_allclose
+from numpy.testing import assert_allclose, assert_array_equal
 
 from meanfield import CBO, TwoLayerNetwork, otcbo, square, train
 from meanfield.otcbo import OTCBO, MultiTaskOTCBO
@@ -240,3 +240,70 @@ else:
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=_ROOT)
     assert run.returncode == 0, f"exit status {run.returncode}\n{run.stderr[-3000:]}"
     assert "FloatingPointError: squared distances between atoms overflow" in run.stdout, run.stdout + run.stderr[-3000:]
+
+
+@pytest.mark.parametrize("cls", [OTCBO, MultiTaskOTCBO])
+def test_barycenter_workers_are_checked_and_reach_the_solvers(cls):
+    for bad in (0, -2, 1.5, True, "2"):
+        with pytest.raises(ValueError, match=re.escape(f"barycenter_workers must be an integer >= 1, or -1 for all "
+                                                       f"CPUs, got {bad!r}")):
+            cls(barycenter_workers=bad)
+    assert cls(barycenter_workers=-1).solver.workers == -1
+    assert cls(barycenter="sinkhorn", barycenter_workers=2).solver.workers == 2
+    assert cls().barycenter_workers == 1
+
+
+@pytest.mark.parametrize("barycenter", ["exact", "sinkhorn"])
+def test_barycenter_workers_do_not_change_the_run(barycenter, monkeypatch):
+    from meanfield import transport
+
+    monkeypatch.setattr(transport, "_SINKHORN_BLOCK_ENTRIES", 2 * 6 * 6)  # blocks of two measures to share
+    runs = [train(OTCBO(n_particles=5, alpha=30.0, sigma_squared=0.1, batch_size=20, barycenter=barycenter,
+                        reg=0.1, barycenter_tol=1e-6, barycenter_max_iter=20, barycenter_workers=workers),
+                  TwoLayerNetwork(1, 1, 6), square(n_train=40, n_test=10), 2, seed=3)
+            for workers in (1, 2)]
+    for var in ("train_risk", "w_variance", "w_variance_weighted", "barycenter_iterations"):
+        assert_array_equal(runs[0][var].values, runs[1][var].values)
+
+
+def test_sinkhorn_warm_started_steps_follow_the_cold_started_trajectory():
+    """Each Sinkhorn solve starts from the previous step's potentials; its plans still reach
+    sinkhorn_tol, so the particles follow the cold-started ones to about that tolerance
+    (alpha = 0: all particles in the barycenter, a well-conditioned fixed point)."""
+    import dataclasses
+
+    method = OTCBO(n_particles=6, dt=0.1, sigma_squared=0.5, alpha=0.0, batch_size=20, barycenter="sinkhorn",
+                   reg=0.1, barycenter_tol=1e-10)
+    net = TwoLayerNetwork(1, 1, 8)
+    x = np.random.default_rng(6).uniform(size=(20, 1))
+    y = np.sin(3 * x[:, 0])
+    warm_rng, cold_rng = np.random.default_rng(7), np.random.default_rng(7)
+    warm, cold = method.init(net, warm_rng), method.init(net, cold_rng)
+    warm_iterations = cold_iterations = 0
+    for _ in range(4):
+        warm = method.step(warm, net, x, y, 0, warm_rng)
+        cold = method.step(dataclasses.replace(cold, warm_start=None), net, x, y, 0, cold_rng)
+        assert warm.warm_start.potentials.shape == (6, 8)
+        warm_iterations += warm.warm_start.sinkhorn_iterations
+        cold_iterations += cold.warm_start.sinkhorn_iterations
+        assert_allclose(warm.theta, cold.theta, rtol=0, atol=1e-9)
+    assert warm.barycenter_iterations == cold.barycenter_iterations
+    assert warm_iterations <= cold_iterations
+
+
+@pytest.mark.parametrize("barycenter", ["exact", "sinkhorn"])
+def test_float32_particles_give_float32_barycenters_and_distances(barycenter):
+    method = OTCBO(n_particles=5, alpha=10.0, batch_size=20, barycenter=barycenter, reg=0.1, barycenter_tol=1e-6)
+    theta = np.random.default_rng(8).uniform(-2, 2, size=(5, 7, 3))
+    weights = np.random.default_rng(9).dirichlet(np.ones(5))
+    theta32, weights32 = theta.astype(np.float32), weights.astype(np.float32)
+    result, w2, _ = method._barycenter(theta32, weights32, theta32[0])
+    assert result.support.dtype == result.maps.dtype == w2.dtype == np.float32
+    ref, ref_w2, _ = method._barycenter(theta, weights, theta[0])
+    assert_allclose(result.support, ref.support, rtol=0, atol=1e-5)
+    assert_allclose(w2, ref_w2, rtol=1e-5)
+    net = TwoLayerNetwork(1, 1, 7, dtype="float32")
+    rng = np.random.default_rng(10)
+    state = method.init(net, rng)
+    state = method.step(state, net, rng.uniform(size=(20, 1)), rng.normal(size=20), 0, rng)
+    assert state.consensus.dtype == state.w2.dtype == np.float32

@@ -165,7 +165,8 @@ def test_sinkhorn_newton_converges_at_small_reg_and_matches_pot():
     cost = _near_tie_costs(2, 6, 12, 12)
     eps = 0.01 * cost.mean(axis=(1, 2))
     zeros = np.zeros((6, 12))
-    f, g, plan, converged = transport._sinkhorn(np, cost, eps, zeros, zeros, 100, 1e-9)
+    f, g, plan, converged, steps = transport._sinkhorn(np, cost, eps, zeros, zeros, 100, 1e-9)
+    assert steps > 0
     assert converged
     # the optimality certificate of entropic OT: Gibbs form with both marginals right
     assert_allclose(plan, np.exp((f[:, :, None] + g[:, None, :] - cost) / eps[:, None, None]), rtol=1e-12)
@@ -523,3 +524,214 @@ def test_large_but_safe_atoms_give_the_scaled_barycenter():
     assert_allclose(large.objective, small.objective * 1e200, rtol=1e-12)
     sink = SinkhornBarycenter(reg=0.1).solve(x * 1e100, beta, init * 1e100)
     assert_allclose(sink.support, SinkhornBarycenter(reg=0.1).solve(x, beta, init).support * 1e100, rtol=1e-8)
+
+
+# --------------------------------------------------------------------------------------------------
+# blocks of measures, warm starts, BLAS threads and dtypes
+# --------------------------------------------------------------------------------------------------
+
+
+def test_sinkhorn_blocks_match_one_block_and_do_not_depend_on_workers(monkeypatch):
+    """Blocks of measures change only when the scaling steps hand over to Newton's method (the
+    worst plan of a block decides), so the plans agree within sinkhorn_tol and the supports to
+    about that; the block sum of the support update makes the result independent of threads."""
+    x, beta, init = _instance(70, 7, 9, 2)
+    solver = SinkhornBarycenter(reg=0.1, max_iter=6, tol=0.0)
+    one = solver.solve(x, beta, init)
+    monkeypatch.setattr(transport, "_SINKHORN_BLOCK_ENTRIES", 1)  # every measure a block of its own
+    blocks = solver.solve(x, beta, init)
+    threaded = SinkhornBarycenter(reg=0.1, max_iter=6, tol=0.0, workers=2).solve(x, beta, init)
+    assert blocks.n_iter == one.n_iter == 6  # tol = 0: the same number of updates
+    assert_allclose(blocks.support, one.support, rtol=0, atol=1e-9)
+    assert_allclose(blocks.maps, one.maps, rtol=0, atol=1e-9)
+    assert_allclose(blocks.history, one.history, rtol=1e-9)
+    for field in ("support", "maps", "history", "potentials"):
+        assert_array_equal(getattr(threaded, field), getattr(blocks, field))
+
+
+def test_sinkhorn_blocks_bound_the_memory(monkeypatch):
+    """numpy's allocations (seen by tracemalloc, in every thread: the plans dominate here) at one
+    measure per block are a fraction of those of all measures at once; the solve's arrays of
+    N M D numbers are small next to the plans."""
+    import tracemalloc
+
+    x, beta, init = _instance(71, 40, 60, 2)
+    solver = SinkhornBarycenter(reg=0.2, max_iter=1, tol=0.0)
+
+    def peak():
+        tracemalloc.start()
+        try:
+            solver.solve(x, beta, init)
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    whole = peak()
+    monkeypatch.setattr(transport, "_SINKHORN_BLOCK_ENTRIES", 60 * 60)
+    assert whole > 5 * 40 * 60 * 60 * 8  # several (N, M, K) float64 arrays alive at once
+    assert peak() < whole / 5
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1e-12])
+def test_sinkhorn_warm_start_gives_the_same_barycenter_in_fewer_iterations(threshold):
+    """As in OT-CBO: the measures move towards the last barycenter, and the next solve starts from
+    its support and potentials. The plans still reach sinkhorn_tol, so the barycenter agrees with
+    the cold-started one to about that tolerance, and the plan solves take no more iterations."""
+    rng = np.random.default_rng(72)
+    x, _, _ = _instance(72, 10, 12, 2)
+    init = rng.standard_normal((9, 2))  # K != M
+    logits = -30.0 * rng.uniform(size=10)  # Gibbs-like: some measures fall below the threshold
+    beta = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    solver = SinkhornBarycenter(reg=0.1, tol=1e-7, weight_threshold=threshold)
+    first = solver.solve(x, beta, init)
+    assert first.potentials.shape == (10, 9) and first.sinkhorn_iterations > 0
+    moved = x - 0.1 * (x - first.maps) + 0.05 * rng.standard_normal(x.shape)
+    warm = solver.solve(moved, beta, first.support, warm_start=first)
+    cold = solver.solve(moved, beta, first.support)
+    assert warm.converged and cold.converged and warm.n_iter == cold.n_iter  # plans within sinkhorn_tol
+    assert_allclose(warm.support, cold.support, rtol=0, atol=1e-9)
+    assert_allclose(warm.maps, cold.maps, rtol=0, atol=1e-9)
+    assert_allclose(warm.history, cold.history, rtol=1e-9)
+    assert warm.sinkhorn_iterations <= cold.sinkhorn_iterations
+
+
+@pytest.mark.parametrize("move", [0.01, 0.3])
+def test_sinkhorn_started_from_column_potentials_alone(move, monkeypatch):
+    """A warm start from g alone (the previous step's plans, atoms moved since): f(g) makes the rows
+    exact, so the columns are made exact too before the scaling steps check the rows. A start whose
+    columns are far off then takes scaling steps instead of handing over to Newton's method at
+    once, which from there took more than twice the Newton steps of a cold start. A near start
+    takes fewer steps of either kind than a cold one."""
+    rng = np.random.default_rng(80)
+    x, y = rng.uniform(-2, 2, (6, 30, 2)), rng.uniform(-2, 2, (30, 2))
+    cost = lambda atoms: ((atoms[:, :, None] - y[None, None]) ** 2).sum(-1)  # noqa: E731
+    moved = cost(x + move * rng.standard_normal(x.shape))
+    eps = 0.05 * moved.mean(axis=(1, 2))
+    zeros = np.zeros((6, 30)), np.zeros((6, 30))
+    g = transport._sinkhorn(np, cost(x), eps, *zeros, 1000, 1e-12)[1]
+    newton_steps = []
+    newton = transport._newton
+
+    def spy(*args):
+        out = newton(*args)
+        newton_steps.append(out[4])
+        return out
+
+    monkeypatch.setattr(transport, "_newton", spy)
+    f_w, g_w, plan, converged, warm = transport._sinkhorn(np, moved, eps, None, g, 1000, 1e-9)
+    cold = transport._sinkhorn(np, moved, eps, *zeros, 1000, 1e-9)[4]
+    assert converged and np.abs(plan.sum(axis=1) - 1 / 30).sum(axis=1).max() <= 1e-9
+    assert_allclose(plan, np.exp((f_w[:, :, None] + g_w[:, None, :] - moved) / eps[:, None, None]), rtol=1e-12)
+    if move == 0.3:
+        assert warm - newton_steps[0] >= 6 * transport._SINKHORN_CHECK_EVERY  # scaling steps taken
+        assert newton_steps[0] <= newton_steps[1] + 6  # at most one more Newton step per plan
+    else:
+        assert warm < cold and newton_steps[0] <= newton_steps[1]
+
+
+def test_sinkhorn_warm_start_must_be_a_matching_sinkhorn_result():
+    x, beta, init = _instance(73, 5, 6, 2)
+    entropic = SinkhornBarycenter(reg=0.2).solve(x, beta, init)
+    with pytest.raises(ValueError, match="warm_start must come from N = 4 measures and K = 6 barycenter atoms"):
+        SinkhornBarycenter(reg=0.2).solve(x[:4], beta[:4] / beta[:4].sum(), init, warm_start=entropic)
+    with pytest.raises(ValueError, match="K = 5 barycenter atoms"):
+        SinkhornBarycenter(reg=0.2).solve(x, beta, init[:5], warm_start=entropic)
+    exact = ExactBarycenter().solve(x, beta, init)
+    with pytest.raises(ValueError, match="warm_start must be a BarycenterResult of SinkhornBarycenter"):
+        SinkhornBarycenter(reg=0.2).solve(x, beta, init, warm_start=exact)
+    with pytest.raises(ValueError, match="warm_start must be a BarycenterResult of SinkhornBarycenter"):
+        SinkhornBarycenter(reg=0.2).solve(x, beta, init, warm_start=entropic.potentials)
+    broken = BarycenterResult(**{**vars(entropic), "potentials": np.full((5, 6), np.nan)})
+    with pytest.raises(ValueError, match="warm_start.potentials contains NaN"):
+        SinkhornBarycenter(reg=0.2).solve(x, beta, init, warm_start=broken)
+    shuffled = BarycenterResult(**{**vars(exact), "assignment": np.zeros((5, 6), dtype=int)})
+    with pytest.raises(ValueError, match="warm_start.assignment must hold a permutation"):
+        ExactBarycenter().solve(x, beta, init, warm_start=shuffled)
+
+
+def test_w2_blocks_and_workers_give_the_same_distances(monkeypatch):
+    x, _, y = _instance(74, 6, 8, 3)
+    exact, entropic = w2_squared(x[:, None], x[None]), w2_squared(x, y, "sinkhorn", reg=0.2)
+    monkeypatch.setattr(transport, "_BLOCK_ENTRIES", 1)
+    monkeypatch.setattr(transport, "_SINKHORN_BLOCK_ENTRIES", 1)
+    assert_array_equal(w2_squared(x[:, None], x[None]), exact)  # exact: block-independent
+    assert_array_equal(w2_squared(x[:, None], x[None], workers=2), exact)
+    blocked = w2_squared(x, y, "sinkhorn", reg=0.2)
+    assert_allclose(blocked, entropic, rtol=1e-9)
+    assert_array_equal(w2_squared(x, y, "sinkhorn", reg=0.2, workers=2), blocked)
+
+
+def test_solves_run_blas_on_one_thread_and_give_the_same_results(monkeypatch):
+    """The solvers limit numpy's BLAS to one thread while they work and restore the setting after,
+    also when they raise; the results are those of the unlimited BLAS."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import contextlib
+
+    def blas_threads():
+        return [lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
+
+    x, beta, init = _instance(75, 8, 40, 3)
+    solvers = [ExactBarycenter(), SinkhornBarycenter(reg=0.1, max_iter=3, tol=0.0)]
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        before = blas_threads()
+        seen = []
+        check = transport._check_cost_scale  # called by every solve before its costs
+
+        def spy(*args, **kwargs):
+            seen.append(blas_threads())
+            return check(*args, **kwargs)
+
+        monkeypatch.setattr(transport, "_check_cost_scale", spy)
+        limited = [solver.solve(x, beta, init) for solver in solvers]
+        w2 = w2_squared(x, init, "sinkhorn", reg=0.1)
+        assert len(seen) >= 3 and all(threads == [1] * len(before) for threads in seen)
+        assert blas_threads() == before
+        with pytest.raises(FloatingPointError):
+            solvers[1].solve(x * 1e200, beta, init * 1e200)
+        assert blas_threads() == before
+        monkeypatch.setattr(transport, "_one_blas_thread", lambda xp: contextlib.nullcontext())
+        free = [solver.solve(x, beta, init) for solver in solvers]
+        assert_array_equal(w2_squared(x, init, "sinkhorn", reg=0.1), w2)
+    for a, b in zip(limited, free):
+        assert_array_equal(a.support, b.support)
+        assert_array_equal(a.maps, b.maps)
+        assert a.objective == b.objective
+
+
+@pytest.mark.parametrize("solver", [ExactBarycenter(), SinkhornBarycenter(reg=0.1, tol=1e-8)],
+                         ids=["exact", "sinkhorn"])
+def test_float32_inputs_give_float32_results_that_agree_with_float64(solver):
+    """Solved in float64 internally: float32 atoms give float32 supports and maps equal to the
+    float64 solve of the same (rounded) atoms up to the final rounding to float32."""
+    x, beta, init = _instance(76, 6, 10, 3)
+    x32, beta32, init32 = x.astype(np.float32), beta.astype(np.float32), init.astype(np.float32)
+    res = solver.solve(x32, beta32, init32)
+    ref = solver.solve(x32.astype(np.float64), beta32.astype(np.float64), init32.astype(np.float64))
+    assert res.support.dtype == res.maps.dtype == np.float32
+    eps32 = np.finfo(np.float32).eps
+    assert_allclose(res.support, ref.support, rtol=eps32, atol=eps32)
+    assert_allclose(res.maps, ref.maps, rtol=eps32, atol=eps32)
+    assert res.objective == ref.objective and res.n_iter == ref.n_iter
+    # and close to the float64 problem itself: the inputs' rounding moves the barycenter that little
+    assert_allclose(res.support, solver.solve(x, beta, init).support, rtol=0, atol=1e-5)
+    for method in ("exact", "sinkhorn"):
+        w2 = w2_squared(x32, init32, method, reg=0.1)
+        assert w2.dtype == np.float32
+        assert_allclose(w2, w2_squared(x, init, method, reg=0.1), rtol=1e-5)
+    assert squared_distances(x32, init32).dtype == np.float32
+
+
+@pytest.mark.parametrize("call", [
+    lambda x, w: ExactBarycenter().solve(x, w, x[0]),
+    lambda x, w: SinkhornBarycenter().solve(x, w, x[0]),
+    lambda x, w: w2_squared(x, x[0]),
+    lambda x, w: w2_squared(x, x[0], "sinkhorn"),
+], ids=["exact", "sinkhorn", "w2 exact", "w2 sinkhorn"])
+def test_cost_scale_limit_is_that_of_the_input_dtype(call):
+    """Atoms at 1e18 overflow float32 squared distances (the results are float32) though the
+    solvers compute in float64; in float64 they are fine."""
+    x = np.random.default_rng(77).uniform(-1e18, 1e18, size=(3, 4, 2))
+    w = np.full(3, 1 / 3)
+    call(x, w)
+    with pytest.raises(FloatingPointError, match="the limit for D = 2 is 8.15e\\+17"):
+        call(x.astype(np.float32), w.astype(np.float32))
