@@ -308,19 +308,18 @@ class TwoLayerNetwork:
         r = (xp.sum(g * g, axis=1)[:, None] - 2.0 * xp.matmul(g, y) + xp.sum(y * y, axis=0)[None, :]) / n
         return xp.maximum(r, xp.zeros_like(r))  # rounding can leave -1e-17 where the fit is exact
 
-    def risk_and_grad(self, theta, x, y, out=None):
-        """Risk (N,) and its analytic gradient with respect to theta, (N, M, D), written into ``out``
-        when given (an array like ``theta``)."""
+    def risk_and_grad(self, theta, x, y):
+        """Risk (N,) and its analytic gradient with respect to theta, (N, M, D)."""
         xp = namespace(theta, x)
         self._check_theta(theta)
         mode = self._mode(theta)
         if mode != "dense":
-            return self._compiled(theta, x, y, mode, grad_out=np.empty_like(theta) if out is None else out)
+            return self._compiled(theta, x, y, mode, grad_out=np.empty_like(theta))
         t = self.targets(y)
         x_aug = self._augment(x, theta.dtype)
         d, M = self.n_inputs, self.n_neurons
         risks = xp.empty((theta.shape[0],), dtype=theta.dtype)
-        grad = xp.empty(theta.shape, dtype=theta.dtype) if out is None else out
+        grad = xp.empty(theta.shape, dtype=theta.dtype)
         derivative = ACTIVATIONS[self.activation][1]
         for i, j in self._blocks(theta.shape[0], x.shape[0]):
             c = theta[i:j, :, d + 1 :]
