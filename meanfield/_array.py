@@ -6,6 +6,7 @@ numpy is the default and what CI tests; torch or cupy arrays work through
 
 import ctypes
 import ctypes.util
+import numbers
 
 import array_api_compat
 import numpy as np
@@ -29,8 +30,10 @@ def relu_(z):
 
 
 def to_numpy(x):
-    """Host copy of an array of any namespace, for recording and plotting."""
-    return np.asarray(array_api_compat.to_device(x, "cpu")) if not isinstance(x, np.ndarray) else x
+    """Host copy of an array of any namespace (or a Python number), for recording and plotting."""
+    if isinstance(x, np.ndarray | np.generic | numbers.Number):
+        return np.asarray(x)
+    return np.asarray(array_api_compat.to_device(x, "cpu"))
 
 
 def keep_freed_memory():

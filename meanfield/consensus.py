@@ -5,6 +5,8 @@ r"""Gibbs weights and the consensus point of finite CBO (eq. 22, 24 of arXiv 251
 computed with the risks shifted by their minimum, so any finite alpha stays finite.
 """
 
+import numpy as np
+
 from meanfield._array import namespace
 from meanfield._validate import check_number
 
@@ -17,7 +19,9 @@ def gibbs_weights(risks, alpha, axis=0):
     Parameters
     ----------
     risks : array, shape (N,) or (N, P)
-        Risk of each particle (on each of P tasks); +inf gets weight 0, NaN is an error.
+        Risk of each particle (on each of P tasks); +inf gets weight 0. A NaN risk, or only
+        infinite ones, raise a FloatingPointError for numpy arrays and give NaN weights for
+        arrays of other libraries (a check would stall the device every step).
     alpha : float
         Inverse temperature, finite and >= 0. alpha = 0 gives uniform weights (V is the mean);
         alpha -> inf puts all weight on the best particle (Laplace principle).
@@ -38,10 +42,11 @@ def gibbs_weights(risks, alpha, axis=0):
     """
     xp = namespace(risks)
     alpha = float(check_number("alpha", alpha))
-    if bool(xp.any(xp.isnan(risks))):
+    host = isinstance(risks, np.ndarray)
+    if host and bool(xp.any(xp.isnan(risks))):
         raise FloatingPointError("a particle risk is NaN; Gibbs weights are undefined")
     finite = xp.isfinite(risks)
-    if not bool(xp.all(xp.any(finite, axis=axis))):
+    if host and not bool(xp.all(xp.any(finite, axis=axis))):
         raise FloatingPointError("every particle risk is infinite; Gibbs weights are undefined")
     # Shifted by the smallest finite risk before scaling: alpha * R itself can overflow at large
     # alpha (then inf - inf = nan), while alpha * (R - min R) >= 0 only underflows to weight 0.
@@ -52,7 +57,10 @@ def gibbs_weights(risks, alpha, axis=0):
         gap = xp.clip(gap, None, 800.0 / alpha)
     logits = xp.where(finite, -alpha * gap, -xp.inf)
     w = xp.exp(logits)
-    return w / xp.sum(w, axis=axis, keepdims=True)
+    w = w / xp.sum(w, axis=axis, keepdims=True)  # all risks infinite: 0 / 0, NaN weights
+    if not host:  # on a device the checks above would wait for the device: NaN weights report it instead
+        w = xp.where(xp.any(xp.isnan(risks), axis=axis, keepdims=True), xp.nan, w)
+    return w
 
 
 def consensus_point(theta, weights):

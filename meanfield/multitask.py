@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 import math
 
+import array_api_compat
+
 from meanfield._array import namespace
 from meanfield._validate import check_bool
 from meanfield.cbo import CBO, cbo_update
@@ -91,13 +93,14 @@ class MultiTaskCBO(CBO):
         xp = namespace(state.theta)
         assign = state.assignment
         if assign is None:
-            assign = xp.asarray(task_assignment(self.n_particles, y.shape[1], self.assignment))
+            assign = xp.asarray(task_assignment(self.n_particles, y.shape[1], self.assignment),
+                                device=array_api_compat.device(state.theta))
         if self.shared:
             risks = network.risk_matrix(state.theta, x, y)
         else:  # a task ignores the particles of the others: only the own-task risk is needed
             g = network.forward(state.theta, x)[..., 0]
             own_risk = xp.mean((g - xp.take(xp.matrix_transpose(y), assign, axis=0)) ** 2, axis=1)
-            own = assign[:, None] == xp.arange(y.shape[1])[None, :]
+            own = assign[:, None] == xp.arange(y.shape[1], device=array_api_compat.device(y))[None, :]
             risks = xp.where(own, own_risk[:, None], xp.inf)
         weights = gibbs_weights(risks, self.alpha(epoch), axis=0)  # (N, P)
         v = xp.tensordot(xp.matrix_transpose(weights), state.theta, axes=1)  # (P, M, D)

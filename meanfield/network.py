@@ -15,10 +15,12 @@ axis is laid out as ``[w (d) | b (1) | c (C)]``.
 import numbers
 from dataclasses import dataclass
 
+import array_api_compat
 import numpy as np
 
 from meanfield._array import namespace, relu_
 from meanfield._validate import check_class_indices, check_float, check_int
+from meanfield.backend import DeviceGenerator, namespace_of, resolve
 
 __all__ = ["TwoLayerNetwork", "ACTIVATIONS", "LOSSES", "EVALUATIONS", "DTYPES"]
 
@@ -85,10 +87,11 @@ class TwoLayerNetwork:
     loss : {"mse", "cross_entropy"}
         Mean squared error :math:`\frac1S\sum_s |g(x_s) - y_s|^2` or softmax cross-entropy
         :math:`\frac1S\sum_s [\log\sum_c e^{g_c(x_s)} - g_{y_s}(x_s)]` with labels as class indices.
-    block_elements : int or None
+    block_elements : int, None or "auto"
         Dense evaluation: particles are processed in blocks whose hidden activations (block, S, M)
         hold about this many numbers, so they stay in cache and memory stays bounded. ``None``
-        processes all at once (GPU).
+        processes all at once. "auto": 2**17 on the CPU (cache-sized), 2**26 on a GPU (few large
+        products).
     evaluation : {"auto", "dense", "relu_1d", "fused_1d"}
         "dense": matrix products over blocks of networks (any input dimension, any array API
         namespace). "relu_1d": exact prefix sums for one-input ReLU networks, cost
@@ -96,9 +99,16 @@ class TwoLayerNetwork:
         compiled loop for one-input networks, any activation. "auto" takes "relu_1d" for one-input
         ReLU networks, "fused_1d" for other one-input networks and "dense" otherwise, and "dense"
         for arrays that are not numpy arrays. All agree to rounding.
-    dtype : {"float64", "float32"}
+    dtype : {"float64", "float32"} or None
         Floating type of the particles ``init`` draws and of the targets; the evaluation keeps the
-        dtype of ``theta`` and casts the inputs to it.
+        dtype of ``theta`` and casts the inputs to it. None: float64 on the CPU, float32 on a GPU.
+    backend : {"numpy", "torch"}
+        Array library of the particles and data (:mod:`meanfield.backend`).
+    device : str or None
+        Where a torch backend computes: "cpu" (the default), "cuda" or "cuda:k".
+    draws : {"host", "device"} or None
+        Where a run's random draws are made (:mod:`meanfield.backend`): None takes "host" on the
+        CPU (a torch run then gives numpy's numbers) and "device" on a GPU.
 
     Examples
     --------
@@ -114,9 +124,12 @@ class TwoLayerNetwork:
     n_neurons: int
     activation: str = "relu"
     loss: str = "mse"
-    block_elements: int | None = 2**17
+    block_elements: int | str | None = "auto"
     evaluation: str = "auto"
-    dtype: str = "float64"
+    dtype: str | None = None
+    backend: str = "numpy"
+    device: str | None = None
+    draws: str | None = None
 
     def __post_init__(self):
         for name in ("n_inputs", "n_outputs", "n_neurons"):
@@ -129,11 +142,20 @@ class TwoLayerNetwork:
             raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {self.loss!r}")
         if self.loss == "cross_entropy" and self.n_outputs < 2:
             raise ValueError(f"n_outputs must be >= 2 for loss='cross_entropy', got {self.n_outputs}")
+        device, draws, dtype = resolve(self.backend, self.device, self.draws, self.dtype)
+        object.__setattr__(self, "device", device)  # frozen: the resolved values replace the defaults
+        object.__setattr__(self, "draws", draws)
+        object.__setattr__(self, "dtype", dtype)
+        if self.block_elements == "auto":
+            object.__setattr__(self, "block_elements", 2**17 if device == "cpu" else 2**26)
         b = self.block_elements
         if b is not None and (isinstance(b, bool) or not isinstance(b, numbers.Integral) or b < 1):
-            raise ValueError(f"block_elements must be an integer >= 1 or None, got {b!r}")
+            raise ValueError(f"block_elements must be an integer >= 1, None or 'auto', got {b!r}")
         if self.evaluation not in EVALUATIONS:
             raise ValueError(f"evaluation must be one of {list(EVALUATIONS)}, got {self.evaluation!r}")
+        if self.evaluation in ("relu_1d", "fused_1d") and self.backend != "numpy":
+            raise ValueError(f"evaluation={self.evaluation!r} needs backend='numpy' (it is compiled for the CPU); "
+                             "use evaluation='dense' or 'auto'")
         if self.evaluation in ("relu_1d", "fused_1d") and self.n_inputs != 1:
             raise ValueError(f"evaluation={self.evaluation!r} needs n_inputs = 1, got {self.n_inputs}")
         if self.evaluation == "relu_1d" and self.activation != "relu":
@@ -146,16 +168,34 @@ class TwoLayerNetwork:
         """D = d + 1 + C, the dimension of one neuron."""
         return self.n_inputs + 1 + self.n_outputs
 
+    @property
+    def xp(self):
+        """The array API namespace of the backend."""
+        return namespace_of(self.backend)
+
+    def asarray(self, x, dtype=None):
+        """``x`` as an array of the backend on its device (``dtype``: a name, or None to keep x's)."""
+        xp = self.xp
+        return xp.asarray(x, dtype=None if dtype is None else getattr(xp, dtype), device=self.device)
+
+    def generator(self, rng):
+        """The stream a run draws from: ``rng`` itself, or with ``draws="device"`` a
+        :class:`~meanfield.backend.DeviceGenerator` seeded from its SeedSequence."""
+        return DeviceGenerator(rng, self.device) if self.draws == "device" else rng
+
     def init(self, n_particles, scale, rng):
         """Ensemble of ``n_particles`` networks with every component i.i.d. U[-scale, scale].
 
-        Returns an array of shape (n_particles, n_neurons, D) of ``dtype`` (float32 particles are the
-        float64 draws rounded, so both start from the same network).
+        Returns an array of the backend, shape (n_particles, n_neurons, D), of ``dtype`` (float32
+        particles are the float64 draws rounded, so both start from the same network). ``rng``: a
+        numpy Generator (host draws) or a :class:`~meanfield.backend.DeviceGenerator`.
         """
         check_int("n_particles", n_particles, low=1)
         check_float("init_scale", scale, low=0, low_open=True)
         theta = rng.uniform(-scale, scale, size=(n_particles, self.n_neurons, self.dim))
-        return theta.astype(self.dtype, copy=False)
+        if self.backend == "numpy" and isinstance(theta, np.ndarray):
+            return theta.astype(self.dtype, copy=False)
+        return self.asarray(theta, self.dtype)
 
     def targets(self, y):
         """Targets in the form the loss uses: (S, C) floats for mse, one-hot (S, C) for cross-entropy.
@@ -172,7 +212,7 @@ class TwoLayerNetwork:
         dtype = getattr(xp, self.dtype)
         if self.loss == "cross_entropy":
             check_class_indices("y", y, self.n_outputs)
-            return xp.astype(y[:, None] == xp.arange(self.n_outputs), dtype)
+            return xp.astype(y[:, None] == xp.arange(self.n_outputs, device=array_api_compat.device(y)), dtype)
         return xp.astype(xp.reshape(y, (y.shape[0], self.n_outputs)), dtype, copy=False)
 
     # ----------------------------------------------------------------------------------------------
@@ -204,7 +244,7 @@ class TwoLayerNetwork:
         xp = namespace(x)
         self._check_inputs(x)
         x = xp.astype(x, dtype, copy=False)
-        return xp.concat([x, xp.ones((x.shape[0], 1), dtype=dtype)], axis=1)
+        return xp.concat([x, xp.ones((x.shape[0], 1), dtype=dtype, device=array_api_compat.device(x))], axis=1)
 
     def _mode(self, theta):
         """The evaluation used for ``theta``: compiled ones need numpy arrays."""
@@ -273,7 +313,8 @@ class TwoLayerNetwork:
         mode = self._mode(theta)
         if mode != "dense":
             return self._compiled(theta, x, None, mode)
-        out = xp.empty((theta.shape[0], x.shape[0], self.n_outputs), dtype=theta.dtype)
+        out = xp.empty((theta.shape[0], x.shape[0], self.n_outputs), dtype=theta.dtype,
+                       device=array_api_compat.device(theta))
         for i, j, g in self._dense_outputs(theta, x):
             out[i:j, ...] = g
         return out
@@ -286,7 +327,7 @@ class TwoLayerNetwork:
         if mode != "dense":
             return self._compiled(theta, x, y, mode)
         t, loss = self.targets(y), LOSSES[self.loss]
-        risks = xp.empty((theta.shape[0],), dtype=theta.dtype)
+        risks = xp.empty((theta.shape[0],), dtype=theta.dtype, device=array_api_compat.device(theta))
         for i, j, g in self._dense_outputs(theta, x):  # the loss per block: no (N, S, C) array
             risks[i:j] = loss(g, t)
         return risks
@@ -318,8 +359,8 @@ class TwoLayerNetwork:
         t = self.targets(y)
         x_aug = self._augment(x, theta.dtype)
         d, M = self.n_inputs, self.n_neurons
-        risks = xp.empty((theta.shape[0],), dtype=theta.dtype)
-        grad = xp.empty(theta.shape, dtype=theta.dtype)
+        risks = xp.empty((theta.shape[0],), dtype=theta.dtype, device=array_api_compat.device(theta))
+        grad = xp.empty(theta.shape, dtype=theta.dtype, device=array_api_compat.device(theta))
         derivative = ACTIVATIONS[self.activation][1]
         for i, j in self._blocks(theta.shape[0], x.shape[0]):
             c = theta[i:j, :, d + 1 :]

@@ -6,6 +6,7 @@ direction; the update adds :math:`\sigma\sqrt{dt}` times it. ``out`` (numpy arra
 to write it, which may be ``xi`` itself; a user-supplied strategy may take only ``(diff, xi)``.
 """
 
+import array_api_compat
 import numpy as np
 
 from meanfield._array import namespace
@@ -19,7 +20,8 @@ class NormalDraws:
     A fresh array per step costs page faults at the sizes of the MNIST study; the buffer is
     overwritten by the next draw, so what it returns is scratch for one step. The draws are always
     float64 ones, rounded for float32 particles: a float32 run sees the noise of the float64 run
-    with the same seed. Arrays of other libraries get host draws converted to their dtype.
+    with the same seed. Arrays of other libraries get host draws copied to their device, or with a
+    :class:`~meanfield.backend.DeviceGenerator` for ``rng``, draws made on the device.
 
     Examples
     --------
@@ -41,9 +43,11 @@ class NormalDraws:
 
     def __call__(self, rng, like):
         if not isinstance(like, np.ndarray):
+            if not isinstance(rng, np.random.Generator):  # a DeviceGenerator: drawn where `like` lives
+                return rng.standard_normal(tuple(like.shape), dtype=like.dtype)
             xp = namespace(like)
             return xp.asarray(rng.standard_normal(tuple(like.shape)), dtype=like.dtype,
-                              device=getattr(like, "device", None))
+                              device=array_api_compat.device(like))
         xi = rng.standard_normal(out=self._buffer(like.shape, np.dtype(np.float64)))
         if like.dtype == xi.dtype:
             return xi

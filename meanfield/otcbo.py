@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import array_api_compat
+
 from meanfield._array import namespace
 from meanfield._validate import check_float, check_int, check_workers
 from meanfield.cbo import cbo_update
@@ -141,7 +143,8 @@ class OTCBO:
     def init(self, network, rng):
         """Initial measures; the consensus starts as their unweighted barycenter (from particle 0)."""
         xp = namespace(theta := network.init(self.n_particles, self.init_scale, rng))
-        weights = xp.full((self.n_particles,), 1.0 / self.n_particles, dtype=theta.dtype)
+        weights = xp.full((self.n_particles,), 1.0 / self.n_particles, dtype=theta.dtype,
+                          device=array_api_compat.device(theta))
         result, w2, elapsed = self._barycenter(theta, weights, theta[0])
         return OTCBOState(theta, None, result.support, weights, w2, 0, result.n_iter, elapsed,
                           int(not result.converged), result)
@@ -210,7 +213,7 @@ class MultiTaskOTCBO(OTCBO):
             result, w2_p, seconds = self._barycenter(state.theta, weights[:, p], previous[p], warm[p])
             supports.append(result.support)
             results.append(result)
-            own = xp.asarray(assign == p)
+            own = xp.asarray(assign == p, device=array_api_compat.device(state.theta))
             targets = xp.where(own[:, None, None], result.maps, targets)
             w2.append(w2_p)
             iterations, elapsed = iterations + result.n_iter, elapsed + seconds
@@ -230,8 +233,9 @@ class MultiTaskOTCBO(OTCBO):
         xp = namespace(state.w2)
         if state.w2.ndim == 1:  # before the first step: one unweighted barycenter
             return super().diagnostics(state)
-        assign = xp.asarray(task_assignment(self.n_particles, state.w2.shape[1], self.assignment))
-        own = xp.astype(assign[:, None] == xp.arange(state.w2.shape[1])[None, :], state.w2.dtype)
+        device = array_api_compat.device(state.w2)
+        assign = xp.asarray(task_assignment(self.n_particles, state.w2.shape[1], self.assignment), device=device)
+        own = xp.astype(assign[:, None] == xp.arange(state.w2.shape[1], device=device)[None, :], state.w2.dtype)
         unweighted = xp.sum(own * state.w2, axis=0) / xp.sum(own, axis=0)
         return {"w_variance": 0.5 * xp.mean(unweighted),
                 "w_variance_weighted": 0.5 * xp.mean(xp.sum(state.weights * state.w2, axis=0)),

@@ -21,6 +21,7 @@ Examples
 import datetime
 import os
 import platform
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,13 +139,14 @@ def apply_schema(ds):
 
 
 def environment():
-    """Versions of Python, the numerical libraries and the BLAS that numpy uses, as string attributes."""
+    """Versions of Python, the numerical libraries and the BLAS that numpy uses, as string attributes
+    (and the GPU's name where a run used torch with CUDA)."""
     import importlib.metadata
 
     import numpy as np
 
     out = {"python_version": platform.python_version(), "platform": platform.platform()}
-    for package in ("numpy", "scipy", "xarray", "numba", "pot", "h5netcdf", "h5py"):
+    for package in ("numpy", "scipy", "xarray", "numba", "pot", "h5netcdf", "h5py", "torch"):
         try:
             out[f"{package}_version"] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
@@ -156,6 +158,9 @@ def environment():
             out["blas"] += f" ({blas['openblas configuration']})"
     except Exception:  # noqa: BLE001 - the config layout is numpy's; a missing key must not stop a run
         out["blas"] = "unknown"
+    torch = sys.modules.get("torch")  # imported only by runs of the torch backend
+    if torch is not None and torch.cuda.is_available():
+        out["cuda_device"] = torch.cuda.get_device_name()
     return out
 
 

@@ -50,7 +50,7 @@ _TOP = {"name": True, "description": False, "epochs": True, "seeds": True, "root
 SWEEPS = {"n_neurons": "M", "n_particles": "N"}
 _NETWORK_SKIP = ("n_inputs", "n_outputs", "loss")  # taken from the problem
 # modules that only read datasets: editing them cannot change a cell, so they stay out of its key
-_READ_ONLY_MODULES = {"cli.py", "plotting.py", "results.py"}
+_READ_ONLY_MODULES = {"cli.py", "plotting.py", "rates.py", "results.py"}
 
 
 class StudyError(ValueError):
@@ -318,6 +318,11 @@ class Study:
                 raise StudyError(f"[methods.{label}]: batch_size must be <= the training set size "
                                  f"{problem.n_train}, got {method.batch_size}")
 
+    def _effective_network(self):
+        """The [network] settings with defaults resolved as the network resolves them (dtype, device)."""
+        network = TwoLayerNetwork(n_inputs=1, n_outputs=2, **self.config["network"])
+        return {name: getattr(network, name) for name in _effective(TwoLayerNetwork, {}, skip=_NETWORK_SKIP)}
+
     def parameters(self):
         """Every effective setting: the file's values with each omitted constructor argument's default."""
         problem = dict(self.config["problem"])
@@ -327,7 +332,7 @@ class Study:
             methods[label] = {"method": table["method"],
                               **_effective(METHODS[table["method"]], self._kwargs(label))}
         return {"problem": {"name": name, **_effective(_PROBLEMS[name], problem)},
-                "network": _effective(TwoLayerNetwork, self.config["network"], skip=_NETWORK_SKIP),
+                "network": self._effective_network(),
                 "methods": methods}
 
     def attrs(self):

@@ -4,10 +4,12 @@ import math
 import time
 import warnings
 
+import array_api_compat
 import numpy as np
 
 from meanfield._array import namespace, to_numpy
 from meanfield._validate import check_int
+from meanfield.backend import synchronize
 from meanfield.schema import apply_schema, component_labels
 
 __all__ = ["train", "random_streams", "METRICS"]
@@ -90,6 +92,7 @@ def train(method, network, problem, epochs, seed=0, progress=None):
     if multi:
         method.check_tasks(problem.y_train.shape[1])
     init_rng, batch_rng, noise_rng = random_streams(seed)
+    init_rng, noise_rng = network.generator(init_rng), network.generator(noise_rng)
     n_tasks = problem.y_train.shape[1] if multi else 1
     try:
         with np.errstate(over="ignore", invalid="ignore"):
@@ -101,10 +104,11 @@ def train(method, network, problem, epochs, seed=0, progress=None):
                         diverged=0, state_bytes=0)
     xp = namespace(state.theta)
     classify = problem.loss == "cross_entropy"
-    dtype = state.theta.dtype  # inputs and regression targets in the particles' floating type
-    x_tr, x_te = xp.asarray(problem.x_train, dtype=dtype), xp.asarray(problem.x_test, dtype=dtype)
-    y_tr, y_te = ((xp.asarray(problem.y_train), xp.asarray(problem.y_test)) if classify else
-                  (xp.asarray(problem.y_train, dtype=dtype), xp.asarray(problem.y_test, dtype=dtype)))
+    # the data moves to the particles' device once, inputs and regression targets in their floating type
+    on = {"dtype": state.theta.dtype, "device": array_api_compat.device(state.theta)}
+    x_tr, x_te = xp.asarray(problem.x_train, **on), xp.asarray(problem.x_test, **on)
+    y_tr, y_te = ((xp.asarray(problem.y_train, device=on["device"]), xp.asarray(problem.y_test, device=on["device"]))
+                  if classify else (xp.asarray(problem.y_train, **on), xp.asarray(problem.y_test, **on)))
 
     def risks_of(nets, x, y):
         """Risk of network k on task k: nets (K, M, D) -> (K,)."""
@@ -142,7 +146,7 @@ def train(method, network, problem, epochs, seed=0, progress=None):
         if hasattr(method, "diagnostics"):
             values.update(method.diagnostics(state))
         for name, value in values.items():
-            record.setdefault(name, np.full((epochs + 1, n_tasks), np.nan))[epoch] = to_numpy(xp.asarray(value))
+            record.setdefault(name, np.full((epochs + 1, n_tasks), np.nan))[epoch] = to_numpy(value)
         return bool(np.all(np.isfinite(record["train_risk"][epoch])))
 
     def reported():
@@ -158,14 +162,15 @@ def train(method, network, problem, epochs, seed=0, progress=None):
                           f"{record['train_risk'][0]}; not trained", RuntimeWarning, stacklevel=2)
     for epoch in range(epochs if diverged < 0 else 0):
         alpha = alpha_of(epoch)
-        order = batch_rng.permutation(problem.n_train)
+        order = xp.asarray(batch_rng.permutation(problem.n_train), device=on["device"])
         start = time.perf_counter()
         try:
             with np.errstate(over="ignore", invalid="ignore"):
                 for b in range(n_batches):
-                    idx = xp.asarray(order[b * method.batch_size : (b + 1) * method.batch_size])
+                    idx = order[b * method.batch_size : (b + 1) * method.batch_size]
                     state = method.step(state, network, xp.take(x_tr, idx, axis=0),
                                         xp.take(y_tr, idx, axis=0), epoch, noise_rng)
+            synchronize(state.theta)  # the epoch's wall time includes the device's queued work
             ok = True
         except FloatingPointError as err:
             ok, reason = False, str(err)

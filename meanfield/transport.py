@@ -1088,5 +1088,5 @@ def variance(measures, support, weights=None, method="exact", reg=0.05):
     w2 = w2_squared(x, support, method=method, reg=reg)
     if weights is None:
         return 0.5 * float(xp.mean(w2))
-    beta = _check_weights(xp, xp.asarray(weights), x.shape[0], w2.dtype)
+    beta = _check_weights(xp, xp.asarray(weights, device=array_api_compat.device(w2)), x.shape[0], w2.dtype)
     return 0.5 * float(xp.sum(beta * w2))

@@ -142,10 +142,10 @@ def test_cross_entropy_accepts_integer_valued_labels_of_any_dtype():
 @pytest.mark.parametrize("kwargs, match", [
     (dict(n_inputs=True), "n_inputs must be an integer >= 1, got True"),
     (dict(n_neurons=2.0), "n_neurons must be an integer >= 1, got 2.0"),
-    (dict(block_elements=2.5), "block_elements must be an integer >= 1 or None, got 2.5"),
-    (dict(block_elements=float("nan")), "block_elements must be an integer >= 1 or None, got nan"),
-    (dict(block_elements=True), "block_elements must be an integer >= 1 or None, got True"),
-    (dict(block_elements="4096"), "block_elements must be an integer >= 1 or None, got '4096'"),
+    (dict(block_elements=2.5), "block_elements must be an integer >= 1, None or 'auto', got 2.5"),
+    (dict(block_elements=float("nan")), "block_elements must be an integer >= 1, None or 'auto', got nan"),
+    (dict(block_elements=True), "block_elements must be an integer >= 1, None or 'auto', got True"),
+    (dict(block_elements="4096"), "block_elements must be an integer >= 1, None or 'auto', got '4096'"),
 ])
 def test_sizes_refuse_bools_floats_and_strings(kwargs, match):
     with pytest.raises(ValueError, match=re.escape(match)):

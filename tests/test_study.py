@@ -132,7 +132,20 @@ def test_shipped_studies_are_valid():
 
     for path in sorted(Path(__file__).parents[1].glob("studies/*.toml")):
         for quick in (False, True):
-            load_study(path, quick=quick)
+            needs_gpu = 'device = "cuda"' in path.read_text() and not quick
+            if needs_gpu and not _cuda_available():  # refused before any compute, saying why
+                with pytest.raises(StudyError, match="needs PyTorch|sees no CUDA device"):
+                    load_study(path, quick=quick)
+            else:
+                load_study(path, quick=quick)
+
+
+def _cuda_available():
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
 
 
 def test_sweep_over_width_and_particles(study_file, tmp_path):

@@ -1,0 +1,134 @@
+r"""Array backends: which library holds the particles, on which device, and where draws come from.
+
+numpy is the default. With ``backend="torch"`` the particles, data and every step's arithmetic
+live on a torch device (``"cpu"`` or ``"cuda"``); the numeric core is written against the array
+API standard, so the same functions serve both.
+
+Random draws come from one of two places:
+
+- ``"host"``: numpy's generators, as for the numpy backend, copied to the device. A torch run
+  then sees exactly the numbers of a numpy run with the same seed (the default on the CPU, and
+  what the tests compare).
+- ``"device"``: a ``torch.Generator`` on the device, seeded from the :class:`numpy.random.SeedSequence`
+  of the same stream (one generator per purpose: initialisation, noise), so no draw crosses the
+  bus. The statistics are the same as the host draws'; the numbers are not (the default on CUDA).
+
+Either way the minibatch order is drawn on the host (one permutation per epoch, moved to the
+device once), so runs of every backend share one minibatch sequence.
+"""
+
+import numpy as np
+
+__all__ = ["BACKENDS", "DRAWS", "DeviceGenerator", "resolve", "namespace_of", "synchronize", "torch_version"]
+
+BACKENDS = ("numpy", "torch")
+DRAWS = ("host", "device")
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        raise ValueError("backend='torch' needs PyTorch, which is not installed (pip install torch)") from None
+    return torch
+
+
+def torch_version():
+    """The installed torch version, or None."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch.__version__
+
+
+def resolve(backend, device, draws, dtype):
+    """Checked ``(device, draws, dtype)`` with their defaults filled in.
+
+    Defaults: device "cpu"; draws "host" on the CPU and "device" elsewhere; dtype "float64" on the
+    CPU and "float32" elsewhere (a GPU's float64 rate is a fraction of its float32 one).
+
+    >>> resolve("numpy", None, None, None)
+    ('cpu', 'host', 'float64')
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
+    if draws is not None and draws not in DRAWS:
+        raise ValueError(f"draws must be one of {list(DRAWS)}, got {draws!r}")
+    if device is None:
+        device = "cpu"
+    if not isinstance(device, str):
+        raise ValueError(f"device must be a string such as 'cpu' or 'cuda', got {device!r}")
+    if backend == "numpy":
+        if device != "cpu":
+            raise ValueError(f"device must be 'cpu' with backend='numpy', got {device!r}; "
+                             "use backend='torch' for another device")
+        if draws == "device":
+            raise ValueError("draws='device' needs backend='torch'")
+    else:
+        torch = _torch()
+        try:
+            kind = torch.device(device).type
+        except (RuntimeError, ValueError):
+            raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda:0', got {device!r}") from None
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device={device!r} but torch {torch.__version__} sees no CUDA device; "
+                             "use device='cpu'")
+        if kind not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or a CUDA device, got {device!r}")
+    on_cpu = device == "cpu"
+    return device, draws or ("host" if on_cpu else "device"), dtype or ("float64" if on_cpu else "float32")
+
+
+def namespace_of(backend):
+    """The array API namespace of a backend."""
+    if backend == "numpy":
+        import array_api_compat.numpy as xp
+    else:
+        _torch()
+        import array_api_compat.torch as xp
+    return xp
+
+
+def synchronize(x):
+    """Wait until the device of array ``x`` has finished its queued work (nothing for host arrays)."""
+    if isinstance(x, np.ndarray):
+        return
+    device = getattr(x, "device", None)
+    if getattr(device, "type", None) == "cuda":
+        import torch
+
+        torch.cuda.synchronize(device)
+
+
+class DeviceGenerator:
+    """Random draws on a torch device from a generator seeded by a numpy stream's SeedSequence.
+
+    Drop-in for the two numpy Generator methods the methods use (``uniform`` for initial particles,
+    ``standard_normal`` for noise). Draws are made in float64 and rounded for float32 particles, as
+    on the host, so a float32 and a float64 run with device draws see the same randomness.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        The host stream this one replaces; its SeedSequence gives the 64-bit seed.
+    device : str
+    """
+
+    def __init__(self, rng, device):
+        torch = _torch()
+        seed = int(rng.bit_generator.seed_seq.generate_state(1, np.uint64)[0])
+        self.device = torch.device(device)
+        self.generator = torch.Generator(self.device).manual_seed(seed)
+
+    def uniform(self, low, high, size):
+        import torch
+
+        out = torch.empty(size, dtype=torch.float64, device=self.device)
+        return out.uniform_(low, high, generator=self.generator)
+
+    def standard_normal(self, size, dtype=None):
+        import torch
+
+        out = torch.randn(size, dtype=torch.float64, device=self.device, generator=self.generator)
+        return out if dtype in (None, torch.float64) else out.to(dtype)
