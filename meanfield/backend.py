@@ -13,16 +13,24 @@ Random draws come from one of two places:
   of the same stream (one generator per purpose: initialisation, noise), so no draw crosses the
   bus. The statistics are the same as the host draws'; the numbers are not (the default on CUDA).
 
+- ``"coupled"``: one numpy stream per particle (children of the run's stream), each drawing a
+  block of ``draw_width`` rows for its neurons, of which a width-M network uses the first M. Particle
+  i then gets the same initial draw and the same noise at every step whatever N is, and neuron j
+  whatever M <= ``draw_width`` is: runs of different sizes differ only through the interaction,
+  which is what makes strong errors in N and M measurable (:class:`CoupledGenerator`). Slower (one
+  generator call per particle and draw) and made on the host.
+
 Either way the minibatch order is drawn on the host (one permutation per epoch, moved to the
-device once), so runs of every backend share one minibatch sequence.
+device once), so runs of every backend and size share one minibatch sequence.
 """
 
 import numpy as np
 
-__all__ = ["BACKENDS", "DRAWS", "DeviceGenerator", "resolve", "namespace_of", "synchronize", "torch_version"]
+__all__ = ["BACKENDS", "DRAWS", "CoupledGenerator", "DeviceGenerator", "namespace_of", "resolve", "synchronize",
+           "torch_version"]
 
 BACKENDS = ("numpy", "torch")
-DRAWS = ("host", "device")
+DRAWS = ("host", "device", "coupled")
 
 
 def _torch():
@@ -63,8 +71,6 @@ def resolve(backend, device, draws, dtype):
         if device != "cpu":
             raise ValueError(f"device must be 'cpu' with backend='numpy', got {device!r}; "
                              "use backend='torch' for another device")
-        if draws == "device":
-            raise ValueError("draws='device' needs backend='torch'")
     else:
         torch = _torch()
         try:
@@ -76,6 +82,8 @@ def resolve(backend, device, draws, dtype):
                              "use device='cpu'")
         if kind not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or a CUDA device, got {device!r}")
+    if draws == "device" and backend != "torch":
+        raise ValueError("draws='device' needs backend='torch'")
     on_cpu = device == "cpu"
     return device, draws or ("host" if on_cpu else "device"), dtype or ("float64" if on_cpu else "float32")
 
@@ -99,6 +107,69 @@ def synchronize(x):
         import torch
 
         torch.cuda.synchronize(device)
+
+
+def _child(seed_seq, index):
+    """Child ``index`` of a SeedSequence, independent of how many children were spawned before."""
+    return np.random.SeedSequence(seed_seq.entropy, spawn_key=(*seed_seq.spawn_key, index),
+                                  pool_size=seed_seq.pool_size)
+
+
+class CoupledGenerator:
+    """Per-particle random streams: draws of shape (N, M, ...) whose row i and neuron j do not depend
+    on N or M.
+
+    Particle i draws from child i of the SeedSequence of the stream it replaces, a block of
+    ``width`` neuron rows per call, of which the first M are used. So the first N particles of a
+    run with N' > N particles get exactly the draws of a run with N particles, at initialisation and
+    at every step, and likewise the first M neurons of a wider network.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        The stream replaced (its SeedSequence is the root of the particles' streams).
+    width : int
+        Neuron rows drawn per particle and call: the largest width M the coupled runs use.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> small = CoupledGenerator(np.random.default_rng(0), width=4).standard_normal((2, 3, 1))
+    >>> large = CoupledGenerator(np.random.default_rng(0), width=4).standard_normal((5, 4, 1))
+    >>> bool(np.array_equal(small, large[:2, :3]))
+    True
+    """
+
+    def __init__(self, rng, width):
+        self._seed_seq = rng.bit_generator.seed_seq
+        self.width = width
+        self._particles = []
+
+    def _rows(self, size):
+        size = tuple(int(n) for n in size)
+        if len(size) < 2 or size[1] > self.width:
+            raise ValueError(f"coupled draws have shape (particles, neurons <= draw_width = {self.width}, ...), "
+                             f"got {size}")
+        while len(self._particles) < size[0]:
+            self._particles.append(np.random.default_rng(_child(self._seed_seq, len(self._particles))))
+        return size
+
+    def uniform(self, low=0.0, high=1.0, size=None):
+        size = self._rows(size)
+        out = np.empty(size)
+        for i, gen in enumerate(self._particles[: size[0]]):
+            out[i] = gen.uniform(low, high, size=(self.width, *size[2:]))[: size[1]]
+        return out
+
+    def standard_normal(self, size=None, out=None):
+        size = self._rows(out.shape if size is None else size)
+        out = np.empty(size) if out is None else out
+        for i, gen in enumerate(self._particles[: size[0]]):
+            if size[1] == self.width and out[i].flags.c_contiguous and out.dtype == np.float64:
+                gen.standard_normal(out=out[i])
+            else:
+                out[i] = gen.standard_normal(size=(self.width, *size[2:]))[: size[1]]
+        return out
 
 
 class DeviceGenerator:

@@ -18,7 +18,7 @@ import numpy as np
 
 from meanfield._array import namespace
 from meanfield._validate import check_bool, check_float, check_int
-from meanfield.consensus import consensus_point, gibbs_weights
+from meanfield.consensus import consensus_point, effective_sample_size, gibbs_weights
 from meanfield.noise import AdditiveNoise, AnisotropicNoise, IsotropicNoise, NormalDraws, make_noise
 from meanfield.schedules import make_schedule
 
@@ -68,11 +68,13 @@ _IN_PLACE = (AnisotropicNoise, IsotropicNoise, AdditiveNoise)
 
 @dataclass
 class CBOState:
-    """theta (N, M, D); risks (N,) and consensus (M, D) of the last step (None before the first)."""
+    """theta (N, M, D); risks (N,), consensus (M, D) and Gibbs weights (N,) of the last step (None
+    before the first)."""
 
     theta: Any
     risks: Any = None
     consensus: Any = None
+    weights: Any = None
 
 
 class CBO:
@@ -144,12 +146,18 @@ class CBO:
         v = consensus_point(state.theta, weights)
         xi = self._normal(rng, state.theta)
         theta = cbo_update(state.theta, v, self.dt, self.drift, math.sqrt(self.sigma_squared), self.noise, xi)
-        return CBOState(theta, risks, v)
+        return CBOState(theta, risks, v, weights)
 
     def report(self, state):
         """The network a CBO run stands for: the consensus of the last step (the mean before it)."""
         xp = namespace(state.theta)
         return xp.mean(state.theta, axis=0) if state.consensus is None else state.consensus
+
+    def diagnostics(self, state):
+        """Per-epoch extras: the effective sample size of the last step's Gibbs weights."""
+        if state.weights is None:
+            return {}
+        return {"effective_sample_size": effective_sample_size(state.weights)}
 
     def params(self):
         """Hyper-parameters as plain values (for dataset attributes)."""

@@ -10,7 +10,7 @@ import numpy as np
 from meanfield._array import namespace
 from meanfield._validate import check_number
 
-__all__ = ["gibbs_weights", "consensus_point"]
+__all__ = ["gibbs_weights", "consensus_point", "effective_sample_size"]
 
 
 def gibbs_weights(risks, alpha, axis=0):
@@ -61,6 +61,22 @@ def gibbs_weights(risks, alpha, axis=0):
     if not host:  # on a device the checks above would wait for the device: NaN weights report it instead
         w = xp.where(xp.any(xp.isnan(risks), axis=axis, keepdims=True), xp.nan, w)
     return w
+
+
+def effective_sample_size(weights, axis=0):
+    r"""Kish's effective sample size :math:`N_{eff} = 1 / \sum_n \beta_n^2` of normalised weights.
+
+    N for uniform weights (alpha = 0), 1 when one particle has all the weight (alpha -> inf): the
+    number of particles the consensus effectively averages, which sets its Monte Carlo error.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> float(effective_sample_size(np.full(4, 0.25))), float(effective_sample_size(np.array([1.0, 0.0])))
+    (4.0, 1.0)
+    """
+    xp = namespace(weights)
+    return 1.0 / xp.sum(weights * weights, axis=axis)
 
 
 def consensus_point(theta, weights):

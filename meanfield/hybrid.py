@@ -30,6 +30,7 @@ class HybridState:
     k: int = 0
     risks: Any = None
     consensus: Any = None
+    weights: Any = None
 
 
 class HybridCBOAdam(CBO):
@@ -72,7 +73,7 @@ class HybridCBOAdam(CBO):
         cbo_part = 1.0 - self.gamma
         theta = cbo_update(state.theta, v, self.dt, cbo_part * self.drift,
                            cbo_part * math.sqrt(self.sigma_squared), self.noise, xi)
-        return HybridState(theta - (self.gamma * self.dt) * direction, s, r, k, risks, v)
+        return HybridState(theta - (self.gamma * self.dt) * direction, s, r, k, risks, v, weights)
 
     def params(self):
         return {**super().params(), "gamma": self.gamma, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}

@@ -49,12 +49,14 @@ def task_assignment(n_particles, n_tasks, kind="blocks"):
 
 @dataclass
 class MultiTaskState:
-    """theta (N, M, D); risks (N, P) (+inf where a task may not use a particle); consensus (P, M, D)."""
+    """theta (N, M, D); risks (N, P) (+inf where a task may not use a particle); consensus (P, M, D);
+    Gibbs weights (N, P)."""
 
     theta: Any
     risks: Any = None
     consensus: Any = None
     assignment: Any = None
+    weights: Any = None
 
 
 class MultiTaskCBO(CBO):
@@ -107,7 +109,7 @@ class MultiTaskCBO(CBO):
         xi = self._normal(rng, state.theta)
         theta = cbo_update(state.theta, xp.take(v, assign, axis=0), self.dt, self.drift,
                            math.sqrt(self.sigma_squared), self.noise, xi)
-        return MultiTaskState(theta, risks, v, assign)
+        return MultiTaskState(theta, risks, v, assign, weights)
 
     def report(self, state):
         """The consensus network of every task, (P, M, D) (the ensemble mean before the first step)."""

@@ -20,7 +20,7 @@ import numpy as np
 
 from meanfield._array import namespace, relu_
 from meanfield._validate import check_class_indices, check_float, check_int
-from meanfield.backend import DeviceGenerator, namespace_of, resolve
+from meanfield.backend import CoupledGenerator, DeviceGenerator, namespace_of, resolve
 
 __all__ = ["TwoLayerNetwork", "ACTIVATIONS", "LOSSES", "EVALUATIONS", "DTYPES"]
 
@@ -106,9 +106,14 @@ class TwoLayerNetwork:
         Array library of the particles and data (:mod:`meanfield.backend`).
     device : str or None
         Where a torch backend computes: "cpu" (the default), "cuda" or "cuda:k".
-    draws : {"host", "device"} or None
-        Where a run's random draws are made (:mod:`meanfield.backend`): None takes "host" on the
-        CPU (a torch run then gives numpy's numbers) and "device" on a GPU.
+    draws : {"host", "device", "coupled"} or None
+        Where and how a run's random draws are made (:mod:`meanfield.backend`): None takes "host" on
+        the CPU (a torch run then gives numpy's numbers) and "device" on a GPU; "coupled" gives
+        every particle its own streams, so that runs of different N (and M up to ``draw_width``)
+        share their draws particle by particle.
+    draw_width : int or None
+        With ``draws="coupled"``: neuron rows drawn per particle, at least ``n_neurons`` (the widest
+        network of a coupled sweep over M). None: ``n_neurons``.
 
     Examples
     --------
@@ -130,6 +135,7 @@ class TwoLayerNetwork:
     backend: str = "numpy"
     device: str | None = None
     draws: str | None = None
+    draw_width: int | None = None
 
     def __post_init__(self):
         for name in ("n_inputs", "n_outputs", "n_neurons"):
@@ -146,6 +152,13 @@ class TwoLayerNetwork:
         object.__setattr__(self, "device", device)  # frozen: the resolved values replace the defaults
         object.__setattr__(self, "draws", draws)
         object.__setattr__(self, "dtype", dtype)
+        if self.draw_width is None:
+            object.__setattr__(self, "draw_width", self.n_neurons)
+        w = self.draw_width
+        if isinstance(w, bool) or not isinstance(w, numbers.Integral) or w < self.n_neurons:
+            raise ValueError(f"draw_width must be an integer >= n_neurons = {self.n_neurons}, got {w!r}")
+        if w != self.n_neurons and draws != "coupled":
+            raise ValueError(f"draw_width = {w} needs draws='coupled', got draws={draws!r}")
         if self.block_elements == "auto":
             object.__setattr__(self, "block_elements", 2**17 if device == "cpu" else 2**26)
         b = self.block_elements
@@ -179,9 +192,12 @@ class TwoLayerNetwork:
         return xp.asarray(x, dtype=None if dtype is None else getattr(xp, dtype), device=self.device)
 
     def generator(self, rng):
-        """The stream a run draws from: ``rng`` itself, or with ``draws="device"`` a
-        :class:`~meanfield.backend.DeviceGenerator` seeded from its SeedSequence."""
-        return DeviceGenerator(rng, self.device) if self.draws == "device" else rng
+        """The stream a run draws from: ``rng`` itself, or seeded from its SeedSequence a
+        :class:`~meanfield.backend.DeviceGenerator` (``draws="device"``) or a
+        :class:`~meanfield.backend.CoupledGenerator` (``draws="coupled"``)."""
+        if self.draws == "device":
+            return DeviceGenerator(rng, self.device)
+        return CoupledGenerator(rng, self.draw_width) if self.draws == "coupled" else rng
 
     def init(self, n_particles, scale, rng):
         """Ensemble of ``n_particles`` networks with every component i.i.d. U[-scale, scale].

@@ -10,6 +10,7 @@ import array_api_compat
 import numpy as np
 
 from meanfield._array import namespace
+from meanfield.backend import DeviceGenerator
 
 __all__ = ["AnisotropicNoise", "IsotropicNoise", "AdditiveNoise", "make_noise", "NormalDraws"]
 
@@ -42,9 +43,9 @@ class NormalDraws:
         return buffer
 
     def __call__(self, rng, like):
+        if isinstance(rng, DeviceGenerator):  # drawn where `like` lives
+            return rng.standard_normal(tuple(like.shape), dtype=like.dtype)
         if not isinstance(like, np.ndarray):
-            if not isinstance(rng, np.random.Generator):  # a DeviceGenerator: drawn where `like` lives
-                return rng.standard_normal(tuple(like.shape), dtype=like.dtype)
             xp = namespace(like)
             return xp.asarray(rng.standard_normal(tuple(like.shape)), dtype=like.dtype,
                               device=array_api_compat.device(like))

@@ -25,7 +25,7 @@ import array_api_compat
 from meanfield._array import namespace
 from meanfield._validate import check_float, check_int, check_workers
 from meanfield.cbo import cbo_update
-from meanfield.consensus import gibbs_weights
+from meanfield.consensus import effective_sample_size, gibbs_weights
 from meanfield.multitask import task_assignment
 from meanfield.noise import NormalDraws, make_noise
 from meanfield.schedules import make_schedule
@@ -169,6 +169,7 @@ class OTCBO:
         its barycenter (eq. 64), and the cumulative barycenter iterations, seconds and unconverged solves."""
         xp = namespace(state.w2)
         return {"w_variance": 0.5 * xp.mean(state.w2), "w_variance_weighted": 0.5 * xp.sum(state.weights * state.w2),
+                "effective_sample_size": effective_sample_size(state.weights),
                 "barycenter_iterations": state.barycenter_iterations, "barycenter_time": state.barycenter_time,
                 "barycenter_unconverged": state.barycenter_unconverged}
 
@@ -239,5 +240,6 @@ class MultiTaskOTCBO(OTCBO):
         unweighted = xp.sum(own * state.w2, axis=0) / xp.sum(own, axis=0)
         return {"w_variance": 0.5 * xp.mean(unweighted),
                 "w_variance_weighted": 0.5 * xp.mean(xp.sum(state.weights * state.w2, axis=0)),
+                "effective_sample_size": effective_sample_size(state.weights),
                 "barycenter_iterations": state.barycenter_iterations, "barycenter_time": state.barycenter_time,
                 "barycenter_unconverged": state.barycenter_unconverged}

@@ -22,7 +22,8 @@ from matplotlib.ticker import MaxNLocator, NullLocator
 
 from meanfield.network import TwoLayerNetwork
 from meanfield.problems import make_problem
-from meanfield.results import (SWEEP_DIMS, _decay_factor, fit_slope, instability, last_recorded, plural,
+from meanfield.rates import fit_rate
+from meanfield.results import (SWEEP_DIMS, _decay_factor, instability, last_recorded, plural,
                                recorded_labels, summary_table, sweep_finals)
 from meanfield.schema import FIGURES, METHOD_DIM, VARIABLES
 
@@ -375,7 +376,8 @@ def plot_sweep(ds, dim, var="train_risk", axes=None):
 @_styled
 def plot_rate(ds, dim, ax=None):
     """Final training risk vs the swept ``dim`` on log-log axes, median and quartiles over seeds, with the
-    fitted slope of log(median) on log(``dim``); for M the reference slope -1 (risk ~ 1/M, Barron, eq. 9)."""
+    fitted slope of log(median) on log(``dim``) and its 95% bootstrap interval over seeds
+    (:func:`meanfield.rates.fit_rate`); for M the reference slope -1 (risk ~ 1/M, Barron, eq. 9)."""
     fig, (ax,) = _subplots(ax, 1, panel=(5.0, 3.4))
     pal = _palette(ds)
     x = ds[dim].values.astype(float)
@@ -383,8 +385,9 @@ def plot_rate(ds, dim, ax=None):
     for label in pal.order:
         final = sweep_finals(ds, label, dim)
         q1, med, q3 = (final.quantile(q, dim="seed").values for q in (0.25, 0.5, 0.75))
+        fit = fit_rate(x, final.transpose("seed", dim).values, aggregate="median")
         line = ax.errorbar(x, med, yerr=[med - q1, q3 - med], fmt="o-", color=pal.colors[label],
-                           label=f"{pal.names[label]}: fitted slope {fit_slope(x, med):.2f}")
+                           label=f"{pal.names[label]}: {fit.label('fitted slope')}")
         line[0].set_gid(label)
         first = med[0] if first is None else first
     if dim == "M" and np.isfinite(first):  # through the first method's narrowest point

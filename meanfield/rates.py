@@ -2,7 +2,7 @@ r"""Convergence rates: log-log slopes with bootstrap intervals over seeds.
 
 An error that behaves like :math:`e(n) \approx C n^{p}` over sizes :math:`n_1 < \dots < n_K` has the
 fitted order :math:`p`, the least-squares slope of :math:`\log \bar e(n_k)` against :math:`\log n_k`,
-where :math:`\bar e` aggregates the seeds (their mean, or their root mean square). Seeds are the
+where :math:`\bar e` aggregates the seeds (their mean, root mean square or median). Seeds are the
 independent replicates; the sizes of one seed share its randomness (coupled runs), so the interval
 resamples whole seeds, each with all its sizes (a paired bootstrap), and refits the slope.
 """
@@ -13,7 +13,7 @@ import numpy as np
 
 __all__ = ["RateFit", "fit_rate", "log_slope"]
 
-AGGREGATES = ("mean", "rms")
+AGGREGATES = ("mean", "rms", "median")
 
 
 def log_slope(sizes, values):
@@ -33,6 +33,8 @@ def log_slope(sizes, values):
 
 
 def _aggregate(errors, how, axis):
+    if how == "median":
+        return np.median(errors, axis=axis)
     return np.mean(errors, axis=axis) if how == "mean" else np.sqrt(np.mean(errors * errors, axis=axis))
 
 
@@ -52,6 +54,9 @@ class RateFit:
     aggregate : ndarray (K,)
         The seeds' mean (or RMS) error at each size.
     n_seeds : int
+        Seeds fitted.
+    n_dropped : int
+        Seeds left out for a non-finite error (a diverged run) at some size.
     confidence : float
     """
 
@@ -62,6 +67,7 @@ class RateFit:
     sizes: np.ndarray
     aggregate: np.ndarray
     n_seeds: int
+    n_dropped: int
     confidence: float
 
     def contains(self, order):
@@ -69,8 +75,13 @@ class RateFit:
         return bool(self.low <= order <= self.high)
 
     def label(self, name="slope"):
-        """Text for a legend or a table, e.g. ``slope -0.51 [-0.55, -0.47]``."""
-        return f"{name} {self.slope:.2f} [{self.low:.2f}, {self.high:.2f}]"
+        """Text for a legend or a table, e.g. ``slope -0.51 [-0.55, -0.47]`` (no interval from one seed)."""
+        text = f"{name} {self.slope:.2f}"
+        if np.isfinite(self.low):
+            text += f" [{self.low:.2f}, {self.high:.2f}]"
+        if self.n_dropped:
+            text += f" ({self.n_dropped} diverged seed{'s' if self.n_dropped > 1 else ''} left out)"
+        return text
 
 
 def fit_rate(sizes, errors, aggregate="mean", confidence=0.95, n_resamples=2000, random_state=0):
@@ -81,10 +92,11 @@ def fit_rate(sizes, errors, aggregate="mean", confidence=0.95, n_resamples=2000,
     sizes : array_like, shape (K,)
         Positive sizes (N, M, ...), at least two distinct.
     errors : array_like, shape (n_seeds, K)
-        Positive errors, one row per seed; a seed with a non-finite entry is dropped whole.
-    aggregate : {"mean", "rms"}
+        Errors >= 0, one row per seed; a seed with a non-finite entry (a diverged run) is left out
+        whole and counted in ``n_dropped``.
+    aggregate : {"mean", "rms", "median"}
         How the seeds are combined at each size before the fit: the mean error (a strong error
-        :math:`E|X_n - X|`) or its root mean square.
+        :math:`E|X_n - X|`), its root mean square, or the median (robust to a few outlying seeds).
     confidence : float in (0, 1)
     n_resamples : int
     random_state : int or numpy.random.Generator
@@ -115,7 +127,8 @@ def fit_rate(sizes, errors, aggregate="mean", confidence=0.95, n_resamples=2000,
         raise ValueError(f"errors must have shape (n_seeds, {sizes.size}), got {errors.shape}")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    errors = errors[np.all(np.isfinite(errors), axis=1)]
+    finite = np.all(np.isfinite(errors), axis=1)
+    n_dropped, errors = int((~finite).sum()), errors[finite]
     if errors.shape[0] < 1 or np.any(errors < 0):
         raise ValueError("errors must hold at least one seed of finite errors >= 0")
     mean = _aggregate(errors, aggregate, axis=0)
@@ -127,8 +140,11 @@ def fit_rate(sizes, errors, aggregate="mean", confidence=0.95, n_resamples=2000,
         return log_slope(sizes, np.moveaxis(_aggregate(sample, aggregate, axis=axis), 0, -1))[0]
 
     low = high = np.nan
-    if errors.shape[0] > 1 and np.ptp(errors, axis=0).any():
+    if errors.shape[0] > 1 and not np.ptp(errors, axis=0).any():  # identical seeds: every resample agrees
+        low = high = float(slope)
+    elif errors.shape[0] > 1:
         res = stats.bootstrap((errors,), statistic, axis=0, vectorized=True, confidence_level=confidence,
                               n_resamples=n_resamples, method="percentile", random_state=random_state)
         low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
-    return RateFit(float(slope), low, high, float(np.exp(intercept)), sizes, mean, errors.shape[0], confidence)
+    return RateFit(float(slope), low, high, float(np.exp(intercept)), sizes, mean, errors.shape[0], n_dropped,
+                   confidence)

@@ -3,10 +3,11 @@
 import numpy as np
 import xarray as xr
 
+from meanfield.rates import fit_rate
 from meanfield.schema import METHOD_DIM, VARIABLES
 
-__all__ = ["last_recorded", "sweep_finals", "instability", "summary_table", "cells_of", "fit_slope",
-           "slope_interval", "decay_violations", "recorded_labels", "plural"]
+__all__ = ["last_recorded", "sweep_finals", "instability", "summary_table", "cells_of", "decay_violations",
+           "recorded_labels", "plural"]
 
 
 def last_recorded(da):
@@ -84,32 +85,6 @@ def plural(n, noun):
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def fit_slope(x, y):
-    """Least-squares slope of log(y) against log(x), ignoring non-finite points."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    ok = np.isfinite(y) & (y > 0)
-    if ok.sum() < 2:
-        return np.nan
-    return float(np.polyfit(np.log(x[ok]), np.log(y[ok]), 1)[0])
-
-
-def slope_interval(x, finals, level=0.95, n_resamples=4000, seed=0):
-    """Percentile bootstrap interval over seeds for the log-log slope of the median of ``finals`` vs ``x``.
-
-    ``finals`` has shape (len(x), n_seeds). Seeds are resampled with replacement as whole columns:
-    seed i shares its random streams across the x values (common random numbers), so its results
-    are paired. Each resample's slope is ``fit_slope(x, median over its seeds)``. With few seeds the
-    interval is coarse: n seeds allow only (2n - 1)! / (n! (n - 1)!) distinct resamples (10 for n = 3).
-    """
-    x, finals = np.asarray(x, float), np.asarray(finals, float)
-    if not np.all(np.isfinite(finals) & (finals > 0)):
-        return np.nan, np.nan
-    idx = np.random.default_rng(seed).integers(0, finals.shape[1], size=(n_resamples, finals.shape[1]))
-    medians = np.median(finals[:, idx], axis=-1)  # (len(x), n_resamples)
-    slopes = np.polyfit(np.log(x), np.log(medians), 1)[0]
-    return tuple(float(q) for q in np.quantile(slopes, [(1 - level) / 2, (1 + level) / 2]))
-
-
 def _decay_factor(ds, label):
     """(1 - lambda dt)^(2 k) per recorded epoch, k = iterations per epoch, from the method's effective
     parameters ``methods.<label>.dt`` and ``methods.<label>.drift``."""
@@ -181,11 +156,12 @@ def summary_table(ds):
             for m in ds[METHOD_DIM].values:
                 final = sweep_finals(ds, m, dim)
                 wins = int((final[-1] < final[0]).sum())
-                slope = fit_slope(ds[dim], final.median("seed"))
-                text += f"\nfinal train risk of {m} vs {dim}: fitted slope {slope:.2f} (log-log)"
-                if n_seeds > 1:  # one seed allows a single resample: no interval
-                    lo, hi = slope_interval(ds[dim], final)
-                    text += f", 95% bootstrap interval over seeds [{lo:.2f}, {hi:.2f}]"
+                fit = fit_rate(ds[dim].values, final.transpose("seed", dim).values, aggregate="median")
+                text += f"\nfinal train risk of {m} vs {dim}: fitted slope {fit.slope:.2f} (log-log, median over seeds)"
+                if np.isfinite(fit.low):  # one seed allows a single resample: no interval
+                    text += f", 95% bootstrap interval over seeds [{fit.low:.2f}, {fit.high:.2f}]"
+                if fit.n_dropped:
+                    text += f" ({plural(fit.n_dropped, 'diverged seed')} left out)"
                 text += (f"; {dim} = {int(ds[dim][-1])} lower than {dim} = {int(ds[dim][0])} in {wins} of "
                          f"{plural(n_seeds, 'seed')}\n")
     return text

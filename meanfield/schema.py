@@ -78,6 +78,13 @@ VARIABLES = {
                           "seconds spent in training steps since the start (evaluation excluded)"),
     "train_accuracy": Variable("training accuracy", "1", "fraction of training images classified correctly"),
     "test_accuracy": Variable("test accuracy", "1", "fraction of held-out images classified correctly"),
+    "effective_sample_size": Variable(
+        "effective sample size", "1",
+        "1 / sum_n beta_n^2 of the Gibbs weights of the epoch's last step (per task for multi-task methods)"),
+    "reported_params": Variable(
+        "parameters of the reported network per epoch", "1",
+        "the reported network (consensus, barycenter support or Adam's network) at every epoch, one row "
+        "per neuron (NaN-padded to the widest); recorded when the study sets record_params = true"),
     "w_variance": Variable(
         "W-over-W variance", "1",
         "OT-CBO: (1/(2N)) sum_n W2^2(mu_n, barycenter) of the particles entering the epoch's last step (eq. 64)"),

@@ -45,7 +45,7 @@ METHODS = {cls.name: cls for cls in (CBO, Adam, HybridCBOAdam, MultiTaskCBO, OTC
 MULTITASK_METHODS = {"multitask", "multitask_otcbo"}
 _TOP = {"name": True, "description": False, "epochs": True, "seeds": True, "root_seed": True,
         "problem": True, "network": True, "methods": True, "method_defaults": False, "sweep": False,
-        "figures": False, "quick": False}
+        "figures": False, "quick": False, "record_params": False}
 # [sweep] keys and the dataset dimension each becomes (the paper's letters)
 SWEEPS = {"n_neurons": "M", "n_particles": "N"}
 _NETWORK_SKIP = ("n_inputs", "n_outputs", "loss")  # taken from the problem
@@ -225,6 +225,9 @@ class Study:
             except ValueError as err:
                 raise StudyError(f"[methods.{label}]: {err}") from None
         self._check_tasks()
+        self.record_params = config.get("record_params", False)
+        if not isinstance(self.record_params, bool):
+            raise StudyError(f"record_params must be true or false, got {self.record_params!r}")
         self.figures = config.get("figures")
         if self.figures is not None and (not isinstance(self.figures, list) or not self.figures
                                          or not all(f in FIGURES for f in self.figures)):
@@ -340,6 +343,7 @@ class Study:
         ``section.key`` (a swept value says so), the study as JSON, and the provenance."""
         flat = {"study": self.name, "meanfield_version": __version__, "source_fingerprint": source_fingerprint(),
                 "root_seed": self.root_seed, "epochs": self.epochs, "seeds": self.seeds, "quick": int(self.quick),
+                "record_params": int(self.record_params),
                 "config_json": json.dumps(self.config, sort_keys=True)}
         params = self.parameters()
         flat["parameters_json"] = json.dumps(params, sort_keys=True)
@@ -366,6 +370,7 @@ class Study:
         params = self.parameters()
         parts = {"problem": params["problem"], "network": params["network"], "method": params["methods"][label],
                  "epochs": self.epochs, "root_seed": self.root_seed, "point": point, "version": __version__,
+                 "record_params": self.record_params,
                  "source": source_fingerprint()}
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -474,7 +479,7 @@ def _set_aside(path):
 def _train_cell(study, problem, label, point, index, seed, fingerprint, progress=None):
     """Train one (method, sweep point, seed) cell: its dataset, with the cell's coordinates."""
     method, network = study.method(label, point), study.network(problem, point)
-    ds = train(method, network, problem, study.epochs, seed=seed, progress=progress)
+    ds = train(method, network, problem, study.epochs, seed=seed, progress=progress, record_params=study.record_params)
     if "M" in point:  # narrower networks are NaN-padded to the widest, so cells stack
         ds = ds.pad(neuron=(0, max(study.sweep["M"]) - ds.sizes["neuron"]))
     cell_dims = {METHOD_DIM: [label], **{dim: [value] for dim, value in point.items()}, "seed": [index]}

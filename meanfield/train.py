@@ -49,7 +49,7 @@ def check_schedule_range(method, epochs):
         raise ValueError(f"alpha reaches {alpha(epochs - 1)} by epoch {epochs - 1}; give its schedule a limit")
 
 
-def train(method, network, problem, epochs, seed=0, progress=None):
+def train(method, network, problem, epochs, seed=0, progress=None, record_params=False):
     """Train ``method`` for ``epochs`` epochs of ``S // batch_size`` iterations.
 
     Epoch 0 holds the initial state; epoch e >= 1 the state after e epochs. A non-finite training
@@ -72,6 +72,9 @@ def train(method, network, problem, epochs, seed=0, progress=None):
         Root of the independent init, minibatch and noise streams.
     progress : callable, optional
         Called with no argument after each epoch.
+    record_params : bool
+        Also record the reported network at every epoch, ``reported_params`` (epoch, [task,] neuron,
+        component): what convergence studies compare across N and M.
 
     Returns
     -------
@@ -101,7 +104,7 @@ def train(method, network, problem, epochs, seed=0, progress=None):
         warnings.warn(f"{method.name} (seed {seed}) diverged at initialisation: {err}; nothing to record",
                       RuntimeWarning, stacklevel=2)
         return _dataset(network, problem, epochs, n_batches, multi, n_tasks, record=None, final=None,
-                        diverged=0, state_bytes=0)
+                        diverged=0, state_bytes=0, params=_no_params(network, epochs, n_tasks, record_params))
     xp = namespace(state.theta)
     classify = problem.loss == "cross_entropy"
     # the data moves to the particles' device once, inputs and regression targets in their floating type
@@ -119,6 +122,7 @@ def train(method, network, problem, epochs, seed=0, progress=None):
 
     names = list(METRICS) + (["train_accuracy", "test_accuracy"] if classify else [])
     record = {name: np.full((epochs + 1, n_tasks), np.nan) for name in names}
+    params = _no_params(network, epochs, n_tasks, record_params)
     diverged, elapsed = -1, 0.0
 
     def evaluate(epoch, alpha):
@@ -147,6 +151,8 @@ def train(method, network, problem, epochs, seed=0, progress=None):
             values.update(method.diagnostics(state))
         for name, value in values.items():
             record.setdefault(name, np.full((epochs + 1, n_tasks), np.nan))[epoch] = to_numpy(value)
+        if params is not None:
+            params[epoch] = to_numpy(nets)
         return bool(np.all(np.isfinite(record["train_risk"][epoch])))
 
     def reported():
@@ -189,10 +195,15 @@ def train(method, network, problem, epochs, seed=0, progress=None):
             progress()
 
     return _dataset(network, problem, epochs, n_batches, multi, n_tasks, record, final, diverged,
-                    _state_bytes(state))
+                    _state_bytes(state), params)
 
 
-def _dataset(network, problem, epochs, n_batches, multi, n_tasks, record, final, diverged, state_bytes):
+def _no_params(network, epochs, n_tasks, record_params):
+    """The per-epoch record of the reported network, all NaN (None when not recorded)."""
+    return np.full((epochs + 1, n_tasks, network.n_neurons, network.dim), np.nan) if record_params else None
+
+
+def _dataset(network, problem, epochs, n_batches, multi, n_tasks, record, final, diverged, state_bytes, params):
     """The run's Dataset; ``record`` None (a failed initialisation) gives every variable missing."""
     import xarray as xr
 
@@ -207,6 +218,9 @@ def _dataset(network, problem, epochs, n_batches, multi, n_tasks, record, final,
             data[name] = ("epoch", record[name][:, 0])
     final = np.asarray(final if multi else final.reshape(final.shape[-2:]), dtype=np.float64)
     data["final_params"] = (("task", "neuron", "component") if multi else ("neuron", "component"), final)
+    if params is not None:
+        data["reported_params"] = (("epoch", "task", "neuron", "component") if multi
+                                   else ("epoch", "neuron", "component"), params if multi else params[:, 0])
     data["diverged_epoch"] = ((), np.int64(diverged))
     data["state_bytes"] = ((), np.int64(state_bytes))
     coords = {"epoch": np.arange(epochs + 1),
