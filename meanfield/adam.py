@@ -62,6 +62,7 @@ class Adam:
     """
 
     name = "adam"
+    passes = 3  # the forward pass and the two products of the backward pass
 
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, batch_size=100, n_particles=1,
                  init_scale=1.0):

@@ -116,6 +116,7 @@ class CBO:
     """
 
     name = "cbo"
+    passes = 1  # network passes over a minibatch per step: the risks (costs compare methods, see train)
 
     def __init__(self, n_particles=100, dt=0.1, drift=1.0, sigma_squared=1.0, alpha=1e5,
                  noise="anisotropic", batch_size=100, init_scale=1.0, require_decay=False):

@@ -47,6 +47,7 @@ class HybridCBOAdam(CBO):
     """
 
     name = "hybrid"
+    passes = 3  # the forward pass and the two products of the backward pass
 
     def __init__(self, gamma=0.5, beta1=0.9, beta2=0.999, eps=1e-8, n_particles=100, dt=0.1, drift=1.0,
                  sigma_squared=1.0, alpha=1e5, noise="anisotropic", batch_size=100, init_scale=1.0,

@@ -94,6 +94,7 @@ class OTCBO:
     """
 
     name = "otcbo"
+    passes = 1  # the risks; the barycenter's cost is recorded apart (barycenter_time)
 
     def __init__(self, n_particles=100, dt=0.1, drift=1.0, sigma_squared=0.0, noise="additive", noise_decay=1.0,
                  alpha=1e4, barycenter="exact", reg=0.05, barycenter_max_iter=100, barycenter_tol=1e-9,

@@ -373,6 +373,12 @@ def plot_sweep(ds, dim, var="train_risk", axes=None):
     return fig
 
 
+def _size_ticks(ax, x):
+    """Ticks at the swept values of a log axis, and no minor ticks whose labels would collide with them."""
+    ax.set_xticks(x, [f"{v:g}" for v in x])
+    ax.xaxis.set_minor_locator(NullLocator())
+
+
 @_styled
 def plot_rate(ds, dim, ax=None):
     """Final training risk vs the swept ``dim`` on log-log axes, median and quartiles over seeds, with the
@@ -395,9 +401,69 @@ def plot_rate(ds, dim, ax=None):
     what = "median and quartiles" if ds.sizes["seed"] > 1 else "one seed"
     ax.set(xscale="log", yscale="log", xlabel=_DIM_NAMES.get(dim, dim),
            ylabel=f"final {_label(ds, 'train_risk')} ({what})", title=_title(ds, f"final risk vs {dim}"))
-    ax.set_xticks(x, [f"{v:g}" for v in x])  # the swept values, not powers of ten
+    _size_ticks(ax, x)
     ax.xaxis.set_minor_locator(NullLocator())
     _legend(ax, pal.title)
+    return fig
+
+
+@_styled
+def plot_strong_error(ds, dim, axes=None):
+    """Strong error of the reported network vs the swept ``dim`` (coupled runs, against the largest one),
+    log-log, mean over seeds at the last epoch, with each method's fitted order and 95% bootstrap
+    interval (:func:`meanfield.convergence.rate_rows`) and the reference order -1/2. Panels: the
+    parameters (methods that keep neuron indices) and the output on a grid of inputs (every method)."""
+    from meanfield.convergence import INDEXED_METHODS, THEORY, rate_rows, strong_errors
+
+    pal = _palette(ds)
+    params = _method_params(ds)
+    last = int(ds.epoch[-1])
+    names = [n for n in ("params", "output") if (dim, n) in THEORY]
+    fig, axes = _subplots(axes, len(names), legend=2.6)
+    for ax, name in zip(axes, names):
+        labels = [lb for lb in pal.order if name == "output" or params[lb].get("method") in INDEXED_METHODS]
+        err = strong_errors(ds, dim, name, [last]).sel(epoch=last)
+        fits = {row["method"]: row["fit"] for row in rate_rows(ds.sel(method_label=labels), dim, [name], epochs=[last])}
+        x = err[dim].values.astype(float)
+        for label in labels:
+            mean = err.sel(method_label=label).mean("seed").values
+            fit = fits.get(label)
+            text = pal.names[label] + ("" if fit is None else f": {fit.label('order')}")
+            ax.plot(x, mean, "o-", color=pal.colors[label], label=text, gid=label)
+        if len(x):
+            y0 = np.nanmax(err.mean("seed").isel({dim: 0}).values)
+            ax.plot(x, y0 * (x / x[0]) ** THEORY[(dim, name)], "k--", lw=0.8, label="reference order -1/2")
+        what = "parameters" if name == "params" else "output on a grid"
+        ax.set(xscale="log", yscale="log", xlabel=_DIM_NAMES.get(dim, dim),
+               title=f"reported {what}, epoch {last}")
+        _size_ticks(ax, x)
+        _legend(ax, below=True, fontsize="small")
+    axes[0].set_ylabel(f"mean RMS difference to {dim} = {int(ds[dim][-1])}")
+    fig.suptitle(_title(ds, f"strong error vs {dim} (coupled runs), mean over {ds.sizes['seed']} seeds"))
+    return fig
+
+
+@_styled
+def plot_neuron_spread(ds, dim, ax=None):
+    """Spread of the reported network's neurons (variance over neurons, mean over components) at the
+    first and last epoch vs the swept ``dim``, median over seeds: the classical consensus averages
+    neuron j across particles and collapses toward the mean neuron as N grows; a barycenter keeps
+    the spread of the neurons' law."""
+    from meanfield.convergence import neuron_spread
+
+    fig, (ax,) = _subplots(ax, 1, panel=(5.0, 3.4))
+    pal = _palette(ds)
+    x = ds[dim].values.astype(float)
+    last = int(ds.epoch[-1])
+    for label in pal.order:
+        for epoch, style in ((0, "o--"), (last, "o-")):
+            spread = neuron_spread(ds.sel(method_label=label), epoch).median("seed").values
+            ax.plot(x, spread, style, color=pal.colors[label], gid=label,
+                    label=f"{pal.names[label]}, epoch {epoch}")
+    ax.set(xscale="log", yscale="log", xlabel=_DIM_NAMES.get(dim, dim),
+           ylabel="variance over neurons", title=_title(ds, f"\nspread of the reported network's neurons vs {dim}"))
+    _size_ticks(ax, x)
+    _legend(ax, fontsize="small")
     return fig
 
 
@@ -436,11 +502,15 @@ def _swept(ds):
 def _unsupported(ds, figure):
     """Why ``ds`` cannot give ``figure`` (None if it can)."""
     swept, multi = _swept(ds), "task" in ds.dims
-    if figure in ("sweep_risk", "sweep_variance", "rate"):
+    if figure in ("sweep_risk", "sweep_variance", "rate", "strong_error", "neuron_spread"):
         if not swept:
             return "it needs a [sweep] (dimension M or N)"
         if figure == "rate" and all(ds.sizes[d] < 2 for d in swept):
             return "it needs a swept dimension with two or more values"
+        if figure in ("strong_error", "neuron_spread") and "reported_params" not in ds:
+            return "it needs the reported network per epoch (record_params = true)"
+        if figure == "strong_error" and all(ds.sizes[d] < 3 for d in swept):
+            return "it needs a swept dimension with three or more values"
     elif swept:
         return f"the dataset is a sweep over {', '.join(swept)} (use sweep_risk, sweep_variance, rate)"
     if figure in ("task_risk", "task_fits") and not multi:
@@ -464,7 +534,7 @@ def _unsupported(ds, figure):
 _PLOTS = {"risk": plot_risk, "instability": plot_instability, "fits": plot_fits, "accuracy": plot_accuracy,
           "task_risk": plot_task_risk, "task_fits": plot_task_fits, "variance": plot_variance_decay,
           "sweep_risk": plot_sweep, "sweep_variance": functools.partial(plot_sweep, var="w_variance"),
-          "rate": plot_rate}
+          "rate": plot_rate, "strong_error": plot_strong_error, "neuron_spread": plot_neuron_spread}
 
 
 def _declared(ds):
@@ -494,9 +564,10 @@ def _jobs(ds):
             raise ValueError(f"figure {figure!r} declared, but {why}")
     jobs = []
     for figure in figures:
-        if "{dim}" in FIGURES[figure]:  # one figure per swept dimension (rate: those with several values)
+        if "{dim}" in FIGURES[figure]:  # one figure per swept dimension (rates: those with enough values)
+            least = {"rate": 2, "strong_error": 3}.get(figure, 1)
             jobs += [(FIGURES[figure].format(dim=dim), functools.partial(_PLOTS[figure], ds, dim))
-                     for dim in _swept(ds) if figure != "rate" or ds.sizes[dim] > 1]
+                     for dim in _swept(ds) if ds.sizes[dim] >= least]
         else:
             jobs.append((FIGURES[figure], functools.partial(_PLOTS[figure], ds)))
     return jobs

@@ -164,4 +164,11 @@ def summary_table(ds):
                     text += f" ({plural(fit.n_dropped, 'diverged seed')} left out)"
                 text += (f"; {dim} = {int(ds[dim][-1])} lower than {dim} = {int(ds[dim][0])} in {wins} of "
                          f"{plural(n_seeds, 'seed')}\n")
+            if "reported_params" in ds and ds.sizes[dim] >= 3 and n_seeds > 1:
+                from meanfield.convergence import rate_table
+
+                for reference, what in (("largest", f"the largest {dim} (sizes up to a fifth of it fitted)"),
+                                        ("successive", f"the next larger {dim}")):
+                    text += (f"\nstrong error of the reported network vs {dim}, against {what}: fitted order of "
+                             f"the mean over seeds, 95% bootstrap interval\n\n" + rate_table(ds, dim, reference))
     return text

@@ -76,6 +76,10 @@ VARIABLES = {
                       "alpha used in the epoch (NaN for methods without Gibbs weights)"),
     "wall_time": Variable("training time", "s",
                           "seconds spent in training steps since the start (evaluation excluded)"),
+    "evaluations": Variable(
+        "neuron-sample evaluations", "1",
+        "evaluations of one neuron on one training sample in training steps since the start: "
+        "N S' M per step for a risk, three times that with a gradient (hybrid, Adam)"),
     "train_accuracy": Variable("training accuracy", "1", "fraction of training images classified correctly"),
     "test_accuracy": Variable("test accuracy", "1", "fraction of held-out images classified correctly"),
     "effective_sample_size": Variable(
@@ -122,6 +126,8 @@ FIGURES = {
     "sweep_risk": "risk_vs_{dim}",       # a sweep: risk vs epoch for every swept value
     "sweep_variance": "variance_vs_{dim}",  # a sweep of OT-CBO: W-over-W variance vs epoch per swept value
     "rate": "rate_{dim}",                # a sweep: final risk vs the swept value, fitted log-log slope
+    "strong_error": "strong_error_{dim}",    # coupled sweep: reported network vs the largest run, fitted order
+    "neuron_spread": "neuron_spread_{dim}",  # sweep with record_params: variance over the reported neurons
 }
 
 

@@ -50,7 +50,7 @@ _TOP = {"name": True, "description": False, "epochs": True, "seeds": True, "root
 SWEEPS = {"n_neurons": "M", "n_particles": "N"}
 _NETWORK_SKIP = ("n_inputs", "n_outputs", "loss")  # taken from the problem
 # modules that only read datasets: editing them cannot change a cell, so they stay out of its key
-_READ_ONLY_MODULES = {"cli.py", "plotting.py", "rates.py", "results.py"}
+_READ_ONLY_MODULES = {"cli.py", "convergence.py", "plotting.py", "rates.py", "results.py"}
 
 
 class StudyError(ValueError):

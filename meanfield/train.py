@@ -15,7 +15,7 @@ from meanfield.schema import apply_schema, component_labels
 __all__ = ["train", "random_streams", "METRICS"]
 
 # per-epoch variables every run records (their long names, units and descriptions: meanfield.schema)
-METRICS = ("train_risk", "test_risk", "best_particle_risk", "variance", "alpha", "wall_time")
+METRICS = ("train_risk", "test_risk", "best_particle_risk", "variance", "alpha", "wall_time", "evaluations")
 
 
 def random_streams(seed):
@@ -124,6 +124,9 @@ def train(method, network, problem, epochs, seed=0, progress=None, record_params
     record = {name: np.full((epochs + 1, n_tasks), np.nan) for name in names}
     params = _no_params(network, epochs, n_tasks, record_params)
     diverged, elapsed = -1, 0.0
+    # neuron-sample evaluations of one epoch: what methods are compared at (the passes of a gradient counted)
+    per_epoch = (n_batches * method.batch_size * network.n_neurons * getattr(method, "n_particles", 1)
+                 * getattr(method, "passes", 1))
 
     def evaluate(epoch, alpha):
         nets = method.report(state)
@@ -143,6 +146,7 @@ def train(method, network, problem, epochs, seed=0, progress=None, record_params
             "variance": xp.sum((state.theta - mean) ** 2) / state.theta.shape[0],
             "alpha": alpha,
             "wall_time": elapsed,
+            "evaluations": float(epoch * per_epoch),
         }
         if classify:
             values["train_accuracy"] = _accuracy(network, nets, x_tr, problem.y_train)
@@ -214,7 +218,7 @@ def _dataset(network, problem, epochs, n_batches, multi, n_tasks, record, final,
     dims = ("epoch", "task") if multi else ("epoch",)
     data = {name: (dims, values if multi else values[:, 0]) for name, values in record.items()}
     if multi:
-        for name in ("variance", "alpha", "wall_time"):  # one value per ensemble, not per task
+        for name in ("variance", "alpha", "wall_time", "evaluations"):  # one value per ensemble, not per task
             data[name] = ("epoch", record[name][:, 0])
     final = np.asarray(final if multi else final.reshape(final.shape[-2:]), dtype=np.float64)
     data["final_params"] = (("task", "neuron", "component") if multi else ("neuron", "component"), final)

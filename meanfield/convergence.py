@@ -1,0 +1,153 @@
+r"""Convergence in N and M: strong errors of the reported network against a reference run, and their rates.
+
+A coupled sweep (``[network] draws = "coupled"``, ``record_params = true``) runs every size with the
+same draws particle by particle, so the difference between the reported network of a run with N
+particles and that of the largest run with the same seed is the error of the interaction alone. For
+an observable :math:`X` of the reported network at a fixed time,
+
+.. math:: e_N = \big(\tfrac{1}{K}\sum_k |X^N_k - X^{ref}_k|^2\big)^{1/2}
+
+over its K components, and the strong error is :math:`E[e_N]` over seeds. Two observables:
+
+- ``"params"``: the reported parameters themselves, neuron by neuron (meaningful where neurons keep
+  their index: finite CBO, the hybrid, multi-task CBO, Adam);
+- ``"output"``: the reported network's output on a grid of inputs (any method, OT-CBO's barycenter
+  included, whose atoms have no order).
+
+Propagation of chaos predicts :math:`E[e_N] \sim N^{-1/2}`; the fitted order uses sizes up to a
+fifth of the reference (whose own error is then at most :math:`5^{-1/2}` of the smallest fitted
+one), or successive sizes (``reference="successive"``, no reference needed).
+"""
+
+import numpy as np
+import xarray as xr
+
+from meanfield.rates import fit_rate
+
+__all__ = ["INDEXED_METHODS", "THEORY", "analysis_epochs", "network_outputs", "neuron_spread", "observable", "rate_rows", "rate_table",
+           "strong_errors"]
+
+# methods whose reported network keeps neuron indices across runs (its parameters compare neuron by neuron)
+INDEXED_METHODS = ("cbo", "hybrid", "multitask", "adam")
+# the order theory predicts for each (swept dimension, observable)
+THEORY = {("N", "params"): -0.5, ("N", "output"): -0.5, ("M", "output"): -0.5}
+
+
+def analysis_epochs(ds):
+    """The fixed times of the rate tables: a third of the run and its end (t = 1 and t = 3 for 30 steps of dt = 0.1)."""
+    last = int(ds.epoch[-1])
+    return sorted({max(1, last // 3), last})
+
+
+def network_outputs(params, grid, activation="relu"):
+    """Outputs on the inputs ``grid`` of one-input, one-output networks given by their parameters.
+
+    ``params``: DataArray (..., neuron, component) with components w_1, b, c_1; neurons that are NaN
+    (the padding of narrower networks) are left out, the mean runs over the others. Returns
+    (..., x).
+    """
+    from meanfield.network import ACTIVATIONS
+
+    w, b, c = (params.sel(component=k) for k in ("w_1", "b", "c_1"))
+    x = xr.DataArray(np.asarray(grid, dtype=float), dims="x")
+    valid = w.notnull()
+    z = (w * x + b).transpose(..., "x")
+    h = xr.apply_ufunc(lambda a: ACTIVATIONS[activation][0](np.array(a)), z)
+    return (c * h).where(valid).sum("neuron") / valid.sum("neuron")
+
+
+def observable(ds, name, epochs=None, grid=None):
+    """The observable ``name`` ("params" or "output") of the reported network at ``epochs``."""
+    if "reported_params" not in ds:
+        raise ValueError("the dataset has no reported_params: run the study with record_params = true")
+    params = ds.reported_params.sel(epoch=epochs if epochs is not None else analysis_epochs(ds))
+    if name == "params":
+        return params
+    if name == "output":
+        grid = np.linspace(0.0, 1.0, 101) if grid is None else grid
+        return network_outputs(params, grid, ds.attrs.get("network.activation", "relu"))
+    raise ValueError(f"observable must be 'params' or 'output', got {name!r}")
+
+
+def strong_errors(ds, dim, name, epochs=None, reference="largest", grid=None):
+    """e (method_label, dim, seed, epoch): RMS difference of the observable to the reference run of the
+    same seed, the largest ``dim`` (``reference="largest"``, every smaller size) or the next larger
+    one (``"successive"``, every size but the largest)."""
+    x = observable(ds, name, epochs, grid)
+    components = [d for d in x.dims if d in ("neuron", "component", "x", "task")]
+    smaller = x.isel({dim: slice(0, -1)})
+    if reference == "largest":
+        other = x.isel({dim: -1}, drop=True)
+    elif reference == "successive":
+        other = x.isel({dim: slice(1, None)}).assign_coords({dim: smaller[dim]})
+    else:
+        raise ValueError(f"reference must be 'largest' or 'successive', got {reference!r}")
+    return np.sqrt(((smaller - other) ** 2).mean(components))
+
+
+def rate_rows(ds, dim, observables=("params", "output"), reference="largest", epochs=None, grid=None,
+              max_fraction=0.2):
+    """One row per (method, observable, epoch): the fitted order of the strong error in ``dim`` with its
+    bootstrap interval, the theory's order and the effective sample size at the largest size.
+
+    Sizes up to ``max_fraction`` of the reference enter the fit when ``reference="largest"`` (at least
+    two); every size with ``"successive"``.
+    """
+    rows = []
+    epochs = analysis_epochs(ds) if epochs is None else epochs
+    for name in observables:
+        err = strong_errors(ds, dim, name, epochs, reference, grid)
+        if name == "params":  # the atoms of a barycenter have no order: only indexed neurons compare
+            err = err.sel(method_label=[lb for lb in err.method_label.values
+                                        if ds.attrs.get(f"methods.{lb}.method") in INDEXED_METHODS])
+        sizes = err[dim].values
+        if reference == "largest":
+            keep = sizes <= max_fraction * float(ds[dim][-1])
+            if keep.sum() < 2:
+                keep[:2] = True
+            err = err.isel({dim: np.flatnonzero(keep)})
+        for label in err.method_label.values:
+            for epoch in epochs:
+                e = err.sel(method_label=label, epoch=epoch).transpose("seed", dim).values
+                if not np.all(np.isfinite(e)).any() or np.nanmax(e) <= 0:
+                    continue
+                fit = fit_rate(err[dim].values, e, aggregate="mean")
+                ess = np.nan
+                if "effective_sample_size" in ds:
+                    ess = float(ds.effective_sample_size.sel(method_label=label, epoch=epoch)
+                                .isel({dim: -1}).median())
+                rows.append({"method": str(label), "observable": name, "epoch": int(epoch), "fit": fit,
+                             "theory": THEORY.get((dim, name)), "ess_largest": ess})
+    return rows
+
+
+def neuron_spread(ds, epoch=0):
+    """Variance over neurons of the reported network's parameters (mean over components), per cell.
+
+    The classical consensus of finite CBO averages neuron j of every particle, whatever those neurons
+    represent: at alpha = 0 its neurons tend to the mean neuron as N grows (spread -> 0), while a
+    barycenter keeps the spread of the neurons' law.
+    """
+    params = ds.reported_params.sel(epoch=epoch)
+    return params.var("neuron").mean("component")
+
+
+def rate_table(ds, dim, reference="largest"):
+    """Markdown table of :func:`rate_rows`, with a verdict per row."""
+    rows = rate_rows(ds, dim, reference=reference)
+    head = ["method", "observable", "epoch", "fitted order [95% interval]", "theory", "verdict",
+            f"N_eff at the largest {dim}"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        fit, theory = row["fit"], row["theory"]
+        if theory is None or not np.isfinite(fit.low):
+            verdict = "-"
+        elif fit.contains(theory):
+            verdict = "consistent"
+        else:
+            verdict = "faster" if fit.high < theory else "slower"
+        ess = row["ess_largest"]
+        cells = [row["method"], row["observable"], str(row["epoch"]), f"{fit.slope:.2f} [{fit.low:.2f}, {fit.high:.2f}]",
+                 "-" if theory is None else f"{theory:g}", verdict, "-" if not np.isfinite(ess) else f"{ess:.3g}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
