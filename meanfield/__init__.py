@@ -4,7 +4,7 @@ The public API is re-exported here; see README.md for the studies and the comman
 here imports xarray, matplotlib or numba, so that the command line answers at once.
 """
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 from meanfield.adam import Adam
 from meanfield.cbo import CBO

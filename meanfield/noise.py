@@ -22,7 +22,8 @@ class NormalDraws:
     overwritten by the next draw, so what it returns is scratch for one step. The draws are always
     float64 ones, rounded for float32 particles: a float32 run sees the noise of the float64 run
     with the same seed. Arrays of other libraries get host draws copied to their device, or with a
-    :class:`~meanfield.backend.DeviceGenerator` for ``rng``, draws made on the device.
+    :class:`~meanfield.backend.DeviceGenerator` for ``rng``, draws made on the device. ``rng`` may
+    also be a :class:`~meanfield.backend.CoupledGenerator` (one stream per particle).
 
     Examples
     --------

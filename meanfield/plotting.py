@@ -20,6 +20,7 @@ from matplotlib.colors import to_hex
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, NullLocator
 
+from meanfield.convergence import has_target
 from meanfield.network import TwoLayerNetwork
 from meanfield.problems import make_problem
 from meanfield.rates import fit_rate
@@ -233,6 +234,32 @@ def plot_risk(ds, axes=None):
     return fig
 
 
+@_styled
+def plot_risk_vs_cost(ds, axes=None):
+    """Training and test risk of the reported network against the cost of training, median over seeds
+    with quartile band: the cumulative neuron-sample evaluations (gradients counted as three passes)
+    and the wall time, so that methods are compared at equal cost rather than at equal epochs."""
+    fig, axes = _subplots(axes, 3, legend=1.5)
+    pal = _palette(ds)
+    costs = [("evaluations", "train_risk"), ("evaluations", "test_risk"), ("wall_time", "train_risk")]
+    for ax, (cost, var) in zip(axes, costs):
+        for label in pal.order:
+            risk = _reduce(_sel(ds, var, label)).transpose("seed", "epoch")
+            spent = _reduce(_sel(ds, cost, label)).median("seed").values
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                q1, med, q3 = np.nanquantile(risk.values, [0.25, 0.5, 0.75], axis=0)
+            ok = spent > 0
+            ax.plot(spent[ok], med[ok], color=pal.colors[label], label=pal.names[label], gid=label)
+            if risk.sizes["seed"] > 1:
+                ax.fill_between(spent[ok], q1[ok], q3[ok], color=pal.colors[label], alpha=0.25, lw=0)
+        ax.set(xscale="log", yscale="log", xlabel=_label(ds, cost), title=_label(ds, var))
+    axes[0].set_ylabel(_risk_label(ds))
+    _figure_legend(fig, *axes[0].get_legend_handles_labels(), title=pal.title)
+    fig.suptitle(_title(ds, f"risk against cost, {_over_seeds(ds)}"))
+    return fig
+
+
 def _network_of(ds):
     config = json.loads(ds.attrs["config_json"])
     problem = make_problem(**config["problem"])
@@ -439,7 +466,37 @@ def plot_strong_error(ds, dim, axes=None):
         _size_ticks(ax, x)
         _legend(ax, below=True, fontsize="small")
     axes[0].set_ylabel(f"mean RMS difference to {dim} = {int(ds[dim][-1])}")
-    fig.suptitle(_title(ds, f"strong error vs {dim} (coupled runs), mean over {ds.sizes['seed']} seeds"))
+    fig.suptitle(_title(ds, f"strong error vs {dim} (coupled runs), {_over_seeds(ds, 'mean')}"))
+    return fig
+
+
+@_styled
+def plot_excess_risk(ds, dim, ax=None):
+    """Excess risk of the final reported network (against the noise-free target,
+    :func:`meanfield.convergence.excess_risk`) vs the swept ``dim``, median and quartiles over seeds,
+    with the fitted order of the median and its 95% bootstrap interval; for M the Barron order -1."""
+    from meanfield.convergence import excess_risk
+
+    fig, (ax,) = _subplots(ax, 1, panel=(5.0, 3.4))
+    pal = _palette(ds)
+    ex = excess_risk(ds)
+    other = [d for d in ex.dims if d not in (METHOD_DIM, dim, "seed")]
+    ex = ex.median(other) if other else ex
+    x = ds[dim].values.astype(float)
+    for label in pal.order:
+        values = ex.sel({METHOD_DIM: label}).transpose("seed", dim)
+        q1, med, q3 = (values.quantile(q, dim="seed").values for q in (0.25, 0.5, 0.75))
+        fit = fit_rate(x, values.values, aggregate="median")
+        ax.errorbar(x, med, yerr=[med - q1, q3 - med], fmt="o-", color=pal.colors[label], gid=label,
+                    label=f"{pal.names[label]}: {fit.label('order')}")
+    if dim == "M":
+        first = float(np.nanmax(ex.isel({dim: 0}).median("seed")))
+        ax.plot(x, first * x[0] / x, "k--", lw=0.8, label="order -1 (Barron bound)")
+    ax.set(xscale="log", yscale="log", xlabel=_DIM_NAMES.get(dim, dim),
+           ylabel=f"excess risk ({'median and quartiles' if ds.sizes['seed'] > 1 else 'one seed'})",
+           title=_title(ds, f"\nexcess risk vs {dim}"))
+    _size_ticks(ax, x)
+    _legend(ax, fontsize="small")
     return fig
 
 
@@ -502,7 +559,9 @@ def _swept(ds):
 def _unsupported(ds, figure):
     """Why ``ds`` cannot give ``figure`` (None if it can)."""
     swept, multi = _swept(ds), "task" in ds.dims
-    if figure in ("sweep_risk", "sweep_variance", "rate", "strong_error", "neuron_spread"):
+    if figure == "excess_risk" and not has_target(ds):
+        return "it needs a one-input regression problem with a known target (sine, square)"
+    if figure in ("sweep_risk", "sweep_variance", "rate", "strong_error", "neuron_spread", "excess_risk"):
         if not swept:
             return "it needs a [sweep] (dimension M or N)"
         if figure == "rate" and all(ds.sizes[d] < 2 for d in swept):
@@ -515,6 +574,8 @@ def _unsupported(ds, figure):
         return f"the dataset is a sweep over {', '.join(swept)} (use sweep_risk, sweep_variance, rate)"
     if figure in ("task_risk", "task_fits") and not multi:
         return "it needs a multi-task problem (dimension task)"
+    if figure == "risk_vs_cost" and "evaluations" not in ds:
+        return "it needs the recorded cost (variable evaluations, meanfield >= 0.4)"
     if figure in ("risk", "instability", "fits", "accuracy") and multi:
         return "the dataset is multi-task (use task_risk, task_fits)"
     if figure in ("fits", "task_fits"):
@@ -534,7 +595,8 @@ def _unsupported(ds, figure):
 _PLOTS = {"risk": plot_risk, "instability": plot_instability, "fits": plot_fits, "accuracy": plot_accuracy,
           "task_risk": plot_task_risk, "task_fits": plot_task_fits, "variance": plot_variance_decay,
           "sweep_risk": plot_sweep, "sweep_variance": functools.partial(plot_sweep, var="w_variance"),
-          "rate": plot_rate, "strong_error": plot_strong_error, "neuron_spread": plot_neuron_spread}
+          "rate": plot_rate, "strong_error": plot_strong_error, "neuron_spread": plot_neuron_spread,
+          "excess_risk": plot_excess_risk, "risk_vs_cost": plot_risk_vs_cost}
 
 
 def _declared(ds):
@@ -565,7 +627,7 @@ def _jobs(ds):
     jobs = []
     for figure in figures:
         if "{dim}" in FIGURES[figure]:  # one figure per swept dimension (rates: those with enough values)
-            least = {"rate": 2, "strong_error": 3}.get(figure, 1)
+            least = {"rate": 2, "strong_error": 3, "excess_risk": 2}.get(figure, 1)
             jobs += [(FIGURES[figure].format(dim=dim), functools.partial(_PLOTS[figure], ds, dim))
                      for dim in _swept(ds) if ds.sizes[dim] >= least]
         else:

@@ -3,6 +3,7 @@
 import numpy as np
 import xarray as xr
 
+from meanfield.convergence import has_target
 from meanfield.rates import fit_rate
 from meanfield.schema import METHOD_DIM, VARIABLES
 
@@ -151,6 +152,15 @@ def summary_table(ds):
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
     over = "one seed" if n_seeds == 1 else f"median [quartiles] over {n_seeds} seeds"
     text = f"{ds.attrs['study']}: after {int(ds.epoch[-1])} epochs, {over}\n\n" + "\n".join(lines) + "\n"
+    swept = any(dim in ds.dims and ds.sizes[dim] > 1 for dim in SWEEP_DIMS)
+    if not swept and has_target(ds) and "final_params" in ds:
+        from meanfield.convergence import excess_risk
+
+        ex = excess_risk(ds)
+        text += "\nexcess risk of the final reported network (against the noise-free target), " + over + ":\n"
+        for m in ds[METHOD_DIM].values:
+            q1, med, q3 = np.nanquantile(ex.sel({METHOD_DIM: m}).values, [0.25, 0.5, 0.75])
+            text += f"- {m}: {med:.3g}" + (f" [{q1:.3g}, {q3:.3g}]\n" if n_seeds > 1 else "\n")
     for dim in SWEEP_DIMS:
         if dim in ds.dims and ds.sizes[dim] > 1:
             for m in ds[METHOD_DIM].values:
@@ -164,6 +174,18 @@ def summary_table(ds):
                     text += f" ({plural(fit.n_dropped, 'diverged seed')} left out)"
                 text += (f"; {dim} = {int(ds[dim][-1])} lower than {dim} = {int(ds[dim][0])} in {wins} of "
                          f"{plural(n_seeds, 'seed')}\n")
+            if has_target(ds):
+                from meanfield.convergence import excess_risk
+
+                ex = excess_risk(ds)
+                for m in ds[METHOD_DIM].values:
+                    values = ex.sel({METHOD_DIM: m})
+                    other = [d for d in values.dims if d not in (dim, "seed")]
+                    values = (values.median(other) if other else values).transpose("seed", dim)
+                    fit = fit_rate(ds[dim].values, values.values, aggregate="median")
+                    med = ", ".join(f"{v:.3g}" for v in values.median("seed").values)
+                    text += (f"\nexcess risk (against the noise-free target) of {m} vs {dim}: medians {med}; "
+                             f"{fit.label('fitted order')} (median over seeds, 95% bootstrap interval)\n")
             if "reported_params" in ds and ds.sizes[dim] >= 3 and n_seeds > 1:
                 from meanfield.convergence import rate_table
 

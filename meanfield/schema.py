@@ -128,6 +128,8 @@ FIGURES = {
     "rate": "rate_{dim}",                # a sweep: final risk vs the swept value, fitted log-log slope
     "strong_error": "strong_error_{dim}",    # coupled sweep: reported network vs the largest run, fitted order
     "neuron_spread": "neuron_spread_{dim}",  # sweep with record_params: variance over the reported neurons
+    "excess_risk": "excess_risk_{dim}",      # 1-D regression sweep: risk against the noise-free target, fitted order
+    "risk_vs_cost": "risk_vs_cost",          # risk against neuron-sample evaluations and wall time
 }
 
 

@@ -24,7 +24,7 @@ def make_dataset(methods, seeds=2, epochs=4, problem="sine", tasks=None, sweep=N
     rng = np.random.default_rng(0)
     labels = list(methods)
     n_in, n_out = (784, 10) if problem == "mnist" else (1, 1)
-    n_neurons = max(sweep["M"]) if sweep else 3
+    n_neurons = max(sweep["M"]) if sweep and "M" in sweep else 3
     cell = {METHOD_DIM: labels, **(sweep or {}), "seed": np.arange(seeds)}
     run = {**cell, "epoch": np.arange(epochs + 1)}
     per_task = {**run, "task": np.arange(1, tasks + 1)} if tasks else run
@@ -73,6 +73,32 @@ MIXED = {"cbo": {"method": "cbo"}, "exact": {"method": "otcbo", "barycenter": "e
 # labels with dots as earlier result files have them ("gamma=0" begins "gamma=0.3"), out of order on purpose
 GAMMA = {f"gamma={g:g}": {"method": "hybrid", "gamma": g, "alpha": '{"kind": "step"}'} for g in (0.5, 1.0, 0.0, 0.3)}
 
+def make_convergence_dataset():
+    """A coupled sweep over N that recorded the reported network per epoch, and a non-swept run with its cost."""
+    ds = make_dataset({"cbo": {"method": "cbo"}, "ot": {"method": "otcbo"}}, seeds=3, sweep={"N": [4, 8, 16]})
+    rng = np.random.default_rng(3)
+    shape = [ds.sizes[d] for d in (METHOD_DIM, "N", "seed", "epoch", "neuron", "component")]
+    limit = rng.normal(size=shape[-2:])
+    limit[:, 1] = 2.0 + np.abs(limit[:, 1])  # biases > 0: every neuron active on [0, 1], outputs differ
+    noise = rng.normal(size=shape) / np.sqrt(ds.N.values)[None, :, None, None, None, None]
+    ds["reported_params"] = ((METHOD_DIM, "N", "seed", "epoch", "neuron", "component"), limit + noise)
+    problem = {"name": "sine", "n_train": 40, "n_test": 10, "noise_std": 0.01, "seed": 0}
+    ds.attrs["parameters_json"] = json.dumps({"problem": problem, "network": {},
+                                              "methods": {"cbo": {"method": "cbo"}, "ot": {"method": "otcbo"}}})
+    ds.attrs["network.activation"] = "relu"
+    return apply_schema(ds)
+
+
+def make_cost_dataset():
+    ds = make_dataset(SINE)
+    ds["evaluations"] = ds.epoch * xr.DataArray([1e3, 3e3], dims=METHOD_DIM, coords={METHOD_DIM: ds[METHOD_DIM]})
+    ds["evaluations"] = ds.evaluations.broadcast_like(ds.variance)
+    ds.attrs["parameters_json"] = json.dumps({"problem": {"name": "sine", "n_train": 40, "n_test": 10,
+                                                          "noise_std": 0.01, "seed": 0}, "network": {},
+                                              "methods": {label: {"method": label} for label in SINE}})
+    return apply_schema(ds)
+
+
 DATASETS = {
     "sine": (lambda: make_dataset(SINE), {"risk", "instability", "fits"}),
     "mnist": (lambda: make_dataset(MNIST, problem="mnist"), {"risk", "instability", "accuracy"}),
@@ -82,6 +108,9 @@ DATASETS = {
                                        problem="shifted_sines", tasks=3), {"risk", "fits"}),
     "sweep": (lambda: make_dataset({k: v for k, v in MIXED.items() if k != "cbo"}, problem="square",
                                    sweep={"M": [2, 4]}), {"risk_vs_M", "variance_vs_M", "rate_M"}),
+    "convergence": (make_convergence_dataset, {"risk_vs_N", "variance_vs_N", "rate_N", "strong_error_N",
+                                               "neuron_spread_N", "excess_risk_N"}),
+    "cost": (make_cost_dataset, {"risk", "instability", "fits", "risk_vs_cost"}),
 }
 
 

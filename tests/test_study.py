@@ -74,7 +74,7 @@ def test_cli_run_and_plot_end_to_end(study_file, tmp_path, capsys):
     figs = tmp_path / "figs"
     assert main(["plot", str(out), "--out-dir", str(figs)]) == 0
     assert sorted(p.name for p in figs.iterdir()) == [
-        "tiny_fits.png", "tiny_instability.png", "tiny_risk.png", "tiny_summary.md"]
+        "tiny_fits.png", "tiny_instability.png", "tiny_risk.png", "tiny_risk_vs_cost.png", "tiny_summary.md"]
 
 
 def test_finished_cells_are_not_recomputed(study_file, tmp_path, monkeypatch):
@@ -165,8 +165,8 @@ def test_sweep_over_width_and_particles(study_file, tmp_path):
     figs = tmp_path / "figs"
     assert main(["plot", str(out), "--out-dir", str(figs)]) == 0
     names = sorted(p.name for p in figs.iterdir())
-    assert names == ["sweep_rate_M.png", "sweep_rate_N.png", "sweep_risk_vs_M.png", "sweep_risk_vs_N.png",
-                     "sweep_summary.md"]  # named after the result file
+    assert names == ["sweep_excess_risk_M.png", "sweep_excess_risk_N.png", "sweep_rate_M.png", "sweep_rate_N.png",
+                     "sweep_risk_vs_M.png", "sweep_risk_vs_N.png", "sweep_summary.md"]  # named after the result file
     assert "cbo M=4 N=5" in (figs / "sweep_summary.md").read_text()
 
 

@@ -1,0 +1,108 @@
+"""Convergence in N and M: the analysis against loops, and the quick studies' orders and Proposition 3.
+
+CI runs the quick variants on small grids and asserts on them; the full grids are the committed
+studies (README, "Convergence in N and M").
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from meanfield import TwoLayerNetwork
+from meanfield.cli import main
+from meanfield.convergence import network_outputs, rate_rows, strong_errors
+from meanfield.results import _decay_factor, decay_violations
+from meanfield.schema import open_dataset
+
+STUDIES = Path(__file__).parents[1] / "studies"
+
+
+def test_network_outputs_equal_the_forward_pass_and_skip_padding():
+    rng = np.random.default_rng(0)
+    theta = rng.uniform(-1, 1, size=(3, 7, 3))
+    padded = np.concatenate([theta, np.full((3, 4, 3), np.nan)], axis=1)  # narrower networks are NaN-padded
+    grid = np.linspace(0, 1, 11)
+    params = xr.DataArray(padded, dims=("case", "neuron", "component"), coords={"component": ["w_1", "b", "c_1"]})
+    got = network_outputs(params, grid).transpose("case", "x").values
+    want = TwoLayerNetwork(1, 1, 7).forward(theta, grid[:, None])[..., 0]
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-15)
+
+
+def _synthetic(sizes=(4, 8, 16), seeds=3, epochs=2, neurons=5):
+    rng = np.random.default_rng(1)
+    p = rng.normal(size=(1, len(sizes), seeds, epochs + 1, neurons, 3))
+    ds = xr.Dataset({"reported_params": (("method_label", "N", "seed", "epoch", "neuron", "component"), p)},
+                    coords={"method_label": ["cbo"], "N": list(sizes), "seed": range(seeds),
+                            "epoch": range(epochs + 1), "component": ["w_1", "b", "c_1"]},
+                    attrs={"methods.cbo.method": "cbo"})
+    return ds, p
+
+
+def test_strong_errors_equal_a_loop():
+    ds, p = _synthetic()
+    largest = strong_errors(ds, "N", "params", epochs=[1, 2])
+    successive = strong_errors(ds, "N", "params", epochs=[1, 2], reference="successive")
+    for i in range(2):
+        for s in range(3):
+            for e in (1, 2):
+                want = np.sqrt(np.mean((p[0, i, s, e] - p[0, -1, s, e]) ** 2))
+                assert np.isclose(float(largest.isel(method_label=0, N=i, seed=s).sel(epoch=e)), want, rtol=1e-13)
+                want = np.sqrt(np.mean((p[0, i, s, e] - p[0, i + 1, s, e]) ** 2))
+                assert np.isclose(float(successive.isel(method_label=0, N=i, seed=s).sel(epoch=e)), want,
+                                  rtol=1e-13)
+    assert list(largest.N.values) == [4, 8] and list(successive.N.values) == [4, 8]
+
+
+def test_output_errors_equal_a_loop_over_the_grid():
+    ds, p = _synthetic()
+    grid = np.linspace(0, 1, 7)
+    err = strong_errors(ds, "N", "output", epochs=[2], grid=grid)
+    net = TwoLayerNetwork(1, 1, 5)
+    g = net.forward(p[0, :, :, 2].reshape(-1, 5, 3), grid[:, None])[..., 0].reshape(3, 3, 7)
+    want = np.sqrt(np.mean((g[0] - g[2]) ** 2, axis=-1))
+    np.testing.assert_allclose(err.isel(method_label=0, N=0).sel(epoch=2).values, want, rtol=1e-12)
+
+
+@pytest.fixture(scope="module")
+def quick_convergence_n(tmp_path_factory):
+    out = tmp_path_factory.mktemp("conv") / "convergence_N-quick.nc"
+    assert main(["run", str(STUDIES / "convergence_N.toml"), "--quick", "--methods", "cbo_alpha0,cbo_alpha1000",
+                 "--out", str(out), "--no-progress"]) == 0
+    return open_dataset(out)
+
+
+@pytest.mark.parametrize("reference", ["largest", "successive"])
+def test_coupled_cbo_at_alpha_0_converges_in_n_at_order_one_half(quick_convergence_n, reference):
+    rows = rate_rows(quick_convergence_n, "N", ["params"], reference=reference)
+    last = int(quick_convergence_n.epoch[-1])
+    row = next(r for r in rows if r["method"] == "cbo_alpha0" and r["epoch"] == last)
+    # N^(-1/2) for nested runs: the expected order is that of (1/N - 1/N')^(1/2) over the fitted sizes
+    # (-0.5 against the largest run up to a small correction; 64 -> 400 bends the successive one)
+    assert row["fit"].contains(row["expected"])
+    if reference == "largest":
+        assert abs(row["expected"] + 0.5) < 0.06 and row["fit"].contains(-0.5)
+
+
+def test_at_large_alpha_the_effective_sample_size_and_not_n_sets_the_error(quick_convergence_n):
+    ds = quick_convergence_n
+    rows = rate_rows(ds, "N", ["params"], reference="successive")
+    row = next(r for r in rows if r["method"] == "cbo_alpha1000" and r["epoch"] == int(ds.epoch[-1]))
+    assert row["fit"].high > -0.25  # no N^(-1/2): the consensus is the best particle
+    ess = ds.effective_sample_size.sel(method_label="cbo_alpha1000").isel(epoch=slice(1, None))
+    assert float(ess.median()) < 5.0
+
+
+def test_proposition_3_holds_at_every_point_of_the_quick_grid(tmp_path):
+    out = tmp_path / "proposition3-quick.nc"
+    assert main(["run", str(STUDIES / "proposition3.toml"), "--quick", "--methods", "alpha0_exact",
+                 "--out", str(out), "--no-progress"]) == 0
+    ds = open_dataset(out)
+    factor = _decay_factor(ds, "alpha0_exact")
+    for n in ds.N.values:
+        for m in ds.M.values:
+            cell = ds.sel(method_label="alpha0_exact", N=n, M=m)
+            for var in ("w_variance", "w_variance_weighted"):
+                share, worst = decay_violations(cell[var].transpose("seed", "epoch"), factor)
+                assert share == 0.0, (n, m, var, worst)
