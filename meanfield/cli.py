@@ -40,6 +40,8 @@ def _parser():
     plot = sub.add_parser("plot", help="make the figures of a saved dataset")
     plot.add_argument("result", help="netCDF file written by `meanfield run`; figures are named after it")
     plot.add_argument("--out-dir", default="figures", help="where to write the figures (default figures/)")
+    plot.add_argument("--figures", help="comma-separated figure names to make instead of those the study "
+                      "declares, e.g. excess_risk,rate")
     info = sub.add_parser("info", help="describe a saved dataset: dimensions, methods, settings, summary")
     info.add_argument("result", help="netCDF file written by `meanfield run`")
     return parser
@@ -73,7 +75,8 @@ def _plot(args):
     from meanfield.plotting import plot_dataset
 
     try:
-        paths = plot_dataset(ds, args.out_dir, name=Path(args.result).stem)
+        figures = None if args.figures is None else [f.strip() for f in args.figures.split(",") if f.strip()]
+        paths = plot_dataset(ds, args.out_dir, name=Path(args.result).stem, figures=figures)
     except ValueError as err:  # a declared figure the dataset cannot support
         raise ResultFileError(f"{args.result}: {err}") from None
     for path in paths:

@@ -613,17 +613,19 @@ def _declared(ds):
     return list(dict.fromkeys(map(str, names)))
 
 
-def _jobs(ds):
-    """(file suffix, function drawing the figure) of every figure to make; checks the declared figures."""
-    figures = _declared(ds)
+def _jobs(ds, figures=None):
+    """(file suffix, function drawing the figure) of every figure to make; checks the declared figures
+    (or ``figures``, when given, which replace the declared ones)."""
+    where, how = ("in attribute figures", "declared") if figures is None else ("asked for", "asked for")
+    figures = _declared(ds) if figures is None else list(figures)
     if figures is None:
         figures = [f for f in FIGURES if _unsupported(ds, f) is None]
     for figure in figures:
         if figure not in FIGURES:
-            raise ValueError(f"unknown figure {figure!r} in attribute figures; known: {sorted(FIGURES)}")
+            raise ValueError(f"unknown figure {figure!r} {where}; known: {sorted(FIGURES)}")
         why = _unsupported(ds, figure)
         if why is not None:
-            raise ValueError(f"figure {figure!r} declared, but {why}")
+            raise ValueError(f"figure {figure!r} {how}, but {why}")
     jobs = []
     for figure in figures:
         if "{dim}" in FIGURES[figure]:  # one figure per swept dimension (rates: those with enough values)
@@ -635,15 +637,16 @@ def _jobs(ds):
     return jobs
 
 
-def plot_dataset(ds, out_dir, name=None):
+def plot_dataset(ds, out_dir, name=None, figures=None):
     """Write a dataset's figures as ``<name>_<file>.png`` (files from :data:`meanfield.schema.FIGURES`)
     and its summary table as ``<name>_summary.md``; ``name`` defaults to the study's. Returns the paths.
 
-    The figures are those declared in ``ds.attrs["figures"]``, or else every figure the dataset supports.
-    Raises ValueError, before writing anything, for a declared figure that is unknown or that the
-    dataset cannot support (``fits`` of MNIST, say).
+    The figures are ``figures`` (names of :data:`meanfield.schema.FIGURES`) when given, else those
+    declared in ``ds.attrs["figures"]``, else every figure the dataset supports. Raises ValueError,
+    before writing anything, for a requested figure that is unknown or that the dataset cannot
+    support (``fits`` of MNIST, say).
     """
-    jobs = _jobs(ds)
+    jobs = _jobs(ds, figures)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     name = name or ds.attrs["study"]

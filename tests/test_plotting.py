@@ -258,3 +258,13 @@ def test_labels_come_from_the_schema():
     assert fig.axes[0].get_ylabel() == "accuracy on held-out images [%]"
     assert [ax.get_title() for ax in plotting.plot_risk(ds).axes] == ["training risk", "test risk"]
     assert plotting.plot_risk(ds).axes[0].get_yscale() == "log"
+
+
+def test_figures_asked_for_replace_the_declared_ones(tmp_path):
+    ds = make_dataset(SINE, figures=["risk"])
+    paths = plot_dataset(ds, tmp_path, name="x", figures=["instability"])
+    assert sorted(p.name for p in paths) == ["x_instability.png", "x_summary.md"]
+    with pytest.raises(ValueError, match="unknown figure 'nope' asked for"):
+        plot_dataset(ds, tmp_path, name="x", figures=["nope"])
+    with pytest.raises(ValueError, match="figure 'accuracy' asked for, but it needs a classification problem"):
+        plot_dataset(ds, tmp_path, name="x", figures=["accuracy"])
