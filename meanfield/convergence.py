@@ -28,7 +28,7 @@ import xarray as xr
 
 from meanfield.rates import fit_rate, log_slope
 
-__all__ = ["INDEXED_METHODS", "THEORY", "analysis_epochs", "excess_risk", "network_outputs", "neuron_spread", "observable", "rate_rows", "rate_table",
+__all__ = ["INDEXED_METHODS", "THEORY", "WEAK_VARIABLES", "analysis_epochs", "excess_risk", "weak_rows", "weak_table", "network_outputs", "neuron_spread", "observable", "rate_rows", "rate_table",
            "strong_errors"]
 
 # methods whose reported network keeps neuron indices across runs (its parameters compare neuron by neuron)
@@ -89,16 +89,18 @@ def strong_errors(ds, dim, name, epochs=None, reference="largest", grid=None):
     return np.sqrt(((smaller - other) ** 2).mean(components))
 
 
-def rate_rows(ds, dim, observables=("params", "output"), reference="largest", epochs=None, grid=None,
-              max_fraction=0.2):
+def rate_rows(ds, dim, observables=None, reference="largest", epochs=None, grid=None, max_fraction=0.2):
     """One row per (method, observable, epoch): the fitted order of the strong error in ``dim`` with its
     bootstrap interval, the theory's order and the effective sample size at the largest size.
 
     Sizes up to ``max_fraction`` of the reference enter the fit when ``reference="largest"`` (at least
-    two); every size with ``"successive"``.
+    two); every size with ``"successive"``. ``observables``: by default those the theory has an
+    order for in ``dim`` (:data:`THEORY`).
     """
     rows = []
     epochs = analysis_epochs(ds) if epochs is None else epochs
+    if observables is None:  # those with a prediction: across widths, neuron j is no common observable
+        observables = [name for name in ("params", "output") if (dim, name) in THEORY]
     for name in observables:
         err = strong_errors(ds, dim, name, epochs, reference, grid)
         if name == "params":  # the atoms of a barycenter have no order: only indexed neurons compare
@@ -130,6 +132,51 @@ def rate_rows(ds, dim, observables=("params", "output"), reference="largest", ep
                 rows.append({"method": str(label), "observable": name, "epoch": int(epoch), "fit": fit,
                              "theory": theory, "expected": expected, "ess_largest": ess})
     return rows
+
+
+# averaged observables whose bias in N theory puts at order -1: the consensus risk, the ensemble variance
+WEAK_VARIABLES = ("train_risk", "variance")
+
+
+def weak_rows(ds, dim, variables=WEAK_VARIABLES, epochs=None, max_fraction=0.2):
+    """One row per (method, variable, epoch): the order of the bias |E[X^N - X^ref]| of an averaged
+    observable against the largest ``dim`` (sizes up to ``max_fraction`` of it), with its bootstrap
+    interval and whether the bias is resolved: the mean difference exceeds two standard errors over
+    seeds at every fitted size (else the fit measures noise and the row says so)."""
+    epochs = analysis_epochs(ds) if epochs is None else epochs
+    sizes = ds[dim].values
+    keep = np.flatnonzero(sizes[:-1] <= max_fraction * float(sizes[-1]))
+    keep = keep if keep.size >= 2 else np.arange(min(2, sizes.size - 1))
+    rows = []
+    for var in variables:
+        if var not in ds:
+            continue
+        for label in ds.method_label.values:
+            for epoch in epochs:
+                x = ds[var].sel(method_label=label, epoch=epoch)
+                other = [d for d in x.dims if d not in (dim, "seed")]
+                x = x.mean(other) if other else x
+                diff = (x.isel({dim: keep}) - x.isel({dim: -1})).transpose("seed", dim).values
+                diff = diff[np.all(np.isfinite(diff), axis=1)]
+                if diff.shape[0] < 2 or not np.any(diff):
+                    continue
+                mean, se = diff.mean(axis=0), diff.std(axis=0, ddof=1) / np.sqrt(diff.shape[0])
+                fit = fit_rate(sizes[keep], diff, aggregate="abs_mean")
+                rows.append({"method": str(label), "variable": var, "epoch": int(epoch), "fit": fit,
+                             "resolved": bool(np.all(np.abs(mean) > 2 * se)), "bias_smallest": float(mean[0])})
+    return rows
+
+
+def weak_table(ds, dim):
+    """Markdown table of :func:`weak_rows` (theory's order: -1)."""
+    head = ["method", "variable", "epoch", f"bias at {dim} = {int(ds[dim][0])}", "fitted order [95% interval]",
+            "resolved (> 2 standard errors at every size)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in weak_rows(ds, dim):
+        fit = row["fit"]
+        lines.append(f"| {row['method']} | {row['variable']} | {row['epoch']} | {row['bias_smallest']:.3g} | "
+                     f"{fit.slope:.2f} [{fit.low:.2f}, {fit.high:.2f}] | {'yes' if row['resolved'] else 'no: noise'} |")
+    return "\n".join(lines) + "\n"
 
 
 def neuron_spread(ds, epoch=0):

@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import to_hex
 from matplotlib.lines import Line2D
-from matplotlib.ticker import MaxNLocator, NullLocator
+from matplotlib.ticker import MaxNLocator, NullFormatter, NullLocator
 
 from meanfield.convergence import has_target
 from meanfield.network import TwoLayerNetwork
@@ -446,7 +446,7 @@ def plot_strong_error(ds, dim, axes=None):
     params = _method_params(ds)
     last = int(ds.epoch[-1])
     names = [n for n in ("params", "output") if (dim, n) in THEORY]
-    fig, axes = _subplots(axes, len(names), legend=2.6)
+    fig, axes = _subplots(axes, len(names), panel=(5.4, 4.6))
     for ax, name in zip(axes, names):
         labels = [lb for lb in pal.order if name == "output" or params[lb].get("method") in INDEXED_METHODS]
         err = strong_errors(ds, dim, name, [last]).sel(epoch=last)
@@ -464,7 +464,8 @@ def plot_strong_error(ds, dim, axes=None):
         ax.set(xscale="log", yscale="log", xlabel=_DIM_NAMES.get(dim, dim),
                title=f"reported {what}, epoch {last}")
         _size_ticks(ax, x)
-        _legend(ax, below=True, fontsize="small")
+        ax.yaxis.set_minor_formatter(NullFormatter())  # decades only: minor labels collide
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize="small")
     axes[0].set_ylabel(f"mean RMS difference to {dim} = {int(ds[dim][-1])}")
     fig.suptitle(_title(ds, f"strong error vs {dim} (coupled runs), {_over_seeds(ds, 'mean')}"))
     return fig

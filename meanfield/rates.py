@@ -13,7 +13,7 @@ import numpy as np
 
 __all__ = ["RateFit", "fit_rate", "log_slope"]
 
-AGGREGATES = ("mean", "rms", "median")
+AGGREGATES = ("mean", "rms", "median", "abs_mean")
 
 
 def log_slope(sizes, values):
@@ -35,6 +35,8 @@ def log_slope(sizes, values):
 def _aggregate(errors, how, axis):
     if how == "median":
         return np.median(errors, axis=axis)
+    if how == "abs_mean":  # a bias: signed differences averaged over seeds, then their size
+        return np.abs(np.mean(errors, axis=axis))
     return np.mean(errors, axis=axis) if how == "mean" else np.sqrt(np.mean(errors * errors, axis=axis))
 
 
@@ -94,9 +96,11 @@ def fit_rate(sizes, errors, aggregate="mean", confidence=0.95, n_resamples=2000,
     errors : array_like, shape (n_seeds, K)
         Errors >= 0, one row per seed; a seed with a non-finite entry (a diverged run) is left out
         whole and counted in ``n_dropped``.
-    aggregate : {"mean", "rms", "median"}
+    aggregate : {"mean", "rms", "median", "abs_mean"}
         How the seeds are combined at each size before the fit: the mean error (a strong error
-        :math:`E|X_n - X|`), its root mean square, or the median (robust to a few outlying seeds).
+        :math:`E|X_n - X|`), its root mean square, the median (robust to a few outlying seeds), or
+        the absolute value of the mean of signed differences (a weak error, or bias,
+        :math:`|E[X_n - X]|`; ``errors`` may then be negative).
     confidence : float in (0, 1)
     n_resamples : int
     random_state : int or numpy.random.Generator
@@ -129,8 +133,8 @@ def fit_rate(sizes, errors, aggregate="mean", confidence=0.95, n_resamples=2000,
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     finite = np.all(np.isfinite(errors), axis=1)
     n_dropped, errors = int((~finite).sum()), errors[finite]
-    if errors.shape[0] < 1 or np.any(errors < 0):
-        raise ValueError("errors must hold at least one seed of finite errors >= 0")
+    if errors.shape[0] < 1 or (aggregate != "abs_mean" and np.any(errors < 0)):
+        raise ValueError("errors must hold at least one seed of finite errors (>= 0 unless aggregate='abs_mean')")
     mean = _aggregate(errors, aggregate, axis=0)
     if np.any(mean <= 0):
         raise ValueError(f"the {aggregate} error is 0 at some size: no rate can be fitted")

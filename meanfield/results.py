@@ -193,4 +193,10 @@ def summary_table(ds):
                                         ("successive", f"the next larger {dim}")):
                     text += (f"\nstrong error of the reported network vs {dim}, against {what}: fitted order of "
                              f"the mean over seeds, 95% bootstrap interval\n\n" + rate_table(ds, dim, reference))
+            if dim == "N" and "reported_params" in ds and ds.sizes[dim] >= 3 and n_seeds > 1:
+                from meanfield.convergence import weak_table
+
+                text += (f"\nbias of averaged observables vs {dim}: |mean over seeds of X^{dim} - X^largest|, "
+                         f"sizes up to a fifth of the largest, fitted order (theory: -1), 95% bootstrap interval\n\n"
+                         + weak_table(ds, dim))
     return text

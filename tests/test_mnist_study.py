@@ -76,4 +76,4 @@ def test_mnist_study_end_to_end(tmp_path, capsys):
         assert ds.test_accuracy.sel({"method_label": label})[0, -1] > 0.25, label
     assert main(["plot", str(out), "--out-dir", str(tmp_path / "figs")]) == 0
     assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == ["tiny_mnist_accuracy.png", "tiny_mnist_instability.png", "tiny_mnist_risk.png",
-                     "tiny_mnist_summary.md"]
+                     "tiny_mnist_risk_vs_cost.png", "tiny_mnist_summary.md"]

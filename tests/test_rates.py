@@ -56,3 +56,12 @@ def test_one_seed_gives_a_slope_without_interval():
 def test_bad_input_is_refused(sizes, errors, match):
     with pytest.raises(ValueError, match=match):
         fit_rate(sizes, errors)
+
+
+def test_a_bias_is_fitted_from_signed_differences():
+    # X^N - X^ref = -2/N + noise: the mean over seeds is the bias, its size falls like 1/N
+    noise = np.random.default_rng(4).normal(scale=1e-4, size=(10, SIZES.size))
+    fit = fit_rate(SIZES, -2.0 / SIZES + noise, aggregate="abs_mean")
+    assert fit.contains(-1.0) and abs(fit.slope + 1.0) < 0.05
+    with pytest.raises(ValueError, match="unless aggregate='abs_mean'"):
+        fit_rate(SIZES, -2.0 / SIZES[None] * np.ones((3, 1)))
