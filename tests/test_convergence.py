@@ -106,3 +106,44 @@ def test_proposition_3_holds_at_every_point_of_the_quick_grid(tmp_path):
             for var in ("w_variance", "w_variance_weighted"):
                 share, worst = decay_violations(cell[var].transpose("seed", "epoch"), factor)
                 assert share == 0.0, (n, m, var, worst)
+
+
+def test_quick_width_sweep_starts_nested_and_fits_an_order(tmp_path):
+    out = tmp_path / "convergence_M-quick.nc"
+    assert main(["run", str(STUDIES / "convergence_M.toml"), "--quick", "--methods", "cbo,otcbo",
+                 "--out", str(out), "--no-progress"]) == 0
+    ds = open_dataset(out)
+    # coupled neurons: before the first step CBO reports the particles' mean, and the first M neurons
+    # of every wider run's mean are the narrow run's, bit for bit
+    start = ds.reported_params.sel(method_label="cbo", epoch=0)
+    for m in ds.M.values[:-1]:
+        wide = start.sel(M=ds.M.values[-1]).isel(neuron=slice(0, int(m)))
+        np.testing.assert_array_equal(start.sel(M=m).isel(neuron=slice(0, int(m))).values, wide.values)
+    rows = rate_rows(ds, "M")
+    assert {r["method"] for r in rows} == {"cbo", "otcbo"} and {r["observable"] for r in rows} == {"output"}
+    assert all(np.isfinite(r["fit"].slope) and np.isfinite(r["fit"].low) for r in rows)
+
+
+def test_quick_baselines_record_the_cost_of_every_method(tmp_path):
+    out = tmp_path / "baselines_sine-quick.nc"
+    assert main(["run", str(STUDIES / "baselines_sine.toml"), "--quick", "--methods", "cbo,hybrid,adam",
+                 "--out", str(out), "--no-progress"]) == 0
+    ds = open_dataset(out)
+    cost = ds.evaluations.isel(seed=0)
+    per_epoch = 4 * 500 * 50  # iterations per epoch x S' x M
+    np.testing.assert_array_equal(cost.sel(method_label="cbo").values, ds.epoch.values * per_epoch * 100)
+    np.testing.assert_array_equal(cost.sel(method_label="hybrid").values, 3 * cost.sel(method_label="cbo").values)
+    np.testing.assert_array_equal(cost.sel(method_label="adam").values, ds.epoch.values * per_epoch * 3)
+    assert main(["plot", str(out), "--out-dir", str(tmp_path / "figs")]) == 0
+    assert (tmp_path / "figs" / "baselines_sine-quick_risk_vs_cost.png").exists()
+
+
+def test_quick_multitask_sweep_records_per_task_effective_sample_sizes_and_fits(tmp_path):
+    out = tmp_path / "convergence_N_multitask-quick.nc"
+    assert main(["run", str(STUDIES / "convergence_N_multitask.toml"), "--quick", "--methods", "multitask_alpha3",
+                 "--out", str(out), "--no-progress"]) == 0
+    ds = open_dataset(out)
+    ess = ds.effective_sample_size.sel(method_label="multitask_alpha3").isel(epoch=-1)
+    assert "task" in ess.dims and float(ess.min()) > 0 and bool((ess <= ess.N).all())
+    rows = rate_rows(ds, "N", ["params"], reference="successive")
+    assert rows and all(np.isfinite(r["fit"].slope) for r in rows)
