@@ -1,7 +1,7 @@
 """Convergence in N and M: the analysis against loops, and the quick studies' orders and Proposition 3.
 
 CI runs the quick variants on small grids and asserts on them; the full grids are the committed
-studies (README, "Convergence in N and M").
+studies (docs/convergence.md).
 """
 
 from pathlib import Path
