@@ -26,8 +26,8 @@ device once), so runs of every backend and size share one minibatch sequence.
 
 import numpy as np
 
-__all__ = ["BACKENDS", "DRAWS", "CoupledGenerator", "DeviceGenerator", "namespace_of", "resolve", "synchronize",
-           "torch_version"]
+__all__ = ["BACKENDS", "DRAWS", "CoupledGenerator", "DeviceGenerator", "child_sequence", "namespace_of", "resolve",
+           "synchronize"]
 
 BACKENDS = ("numpy", "torch")
 DRAWS = ("host", "device", "coupled")
@@ -39,15 +39,6 @@ def _torch():
     except ImportError:
         raise ValueError("backend='torch' needs PyTorch, which is not installed (pip install torch)") from None
     return torch
-
-
-def torch_version():
-    """The installed torch version, or None."""
-    try:
-        import torch
-    except ImportError:
-        return None
-    return torch.__version__
 
 
 def resolve(backend, device, draws, dtype):
@@ -109,8 +100,9 @@ def synchronize(x):
         torch.cuda.synchronize(device)
 
 
-def _child(seed_seq, index):
-    """Child ``index`` of a SeedSequence, independent of how many children were spawned before."""
+def child_sequence(seed_seq, index):
+    """Child ``index`` of a SeedSequence, built from its entropy and spawn key: unlike
+    ``SeedSequence.spawn``, it does not depend on how many children were spawned before."""
     return np.random.SeedSequence(seed_seq.entropy, spawn_key=(*seed_seq.spawn_key, index),
                                   pool_size=seed_seq.pool_size)
 
@@ -151,7 +143,7 @@ class CoupledGenerator:
             raise ValueError(f"coupled draws have shape (particles, neurons <= draw_width = {self.width}, ...), "
                              f"got {size}")
         while len(self._particles) < size[0]:
-            self._particles.append(np.random.default_rng(_child(self._seed_seq, len(self._particles))))
+            self._particles.append(np.random.default_rng(child_sequence(self._seed_seq, len(self._particles))))
         return size
 
     def uniform(self, low=0.0, high=1.0, size=None):

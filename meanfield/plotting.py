@@ -200,15 +200,27 @@ def _reduce(da):
     return da.median(other) if other else da
 
 
-def _band(ax, values, color, label, gid):
-    """Median over seeds vs epoch, with the quartile band when there are several seeds."""
+def _band(ax, values, color, label, gid, x=None):
+    """Median over seeds vs epoch (or vs ``x``, one value per epoch), with the quartile band when there
+    are several seeds."""
     values = _reduce(values).transpose("seed", "epoch")
     with warnings.catch_warnings():  # epochs where every seed had diverged are NaN, and stay so
         warnings.simplefilter("ignore", RuntimeWarning)
         q1, med, q3 = np.nanquantile(values.values, [0.25, 0.5, 0.75], axis=0)
-    ax.plot(values.epoch, med, color=color, label=label, gid=gid)
+    x = values.epoch if x is None else x
+    ax.plot(x, med, color=color, label=label, gid=gid)
     if values.sizes["seed"] > 1:
-        ax.fill_between(values.epoch, q1, q3, color=color, alpha=0.25, lw=0)
+        ax.fill_between(x, q1, q3, color=color, alpha=0.25, lw=0)
+
+
+def _median_with_order(ax, x, values, color, text, gid, name="order"):
+    """Median and quartiles over seeds of ``values`` (seed, swept dim) vs ``x`` on log-log axes, the
+    legend ``text`` followed by the fitted order of the median (called ``name``) and its bootstrap
+    interval. Returns the medians."""
+    q1, med, q3 = (values.quantile(q, dim="seed").values for q in (0.25, 0.5, 0.75))
+    fit = fit_rate(x, values.transpose("seed", ...).values, aggregate="median")
+    ax.errorbar(x, med, yerr=[med - q1, q3 - med], fmt="o-", color=color, gid=gid, label=f"{text}: {fit.label(name)}")
+    return med
 
 
 def _sel(ds, var, label):
@@ -243,16 +255,10 @@ def plot_risk_vs_cost(ds, axes=None):
     pal = _palette(ds)
     costs = [("evaluations", "train_risk"), ("evaluations", "test_risk"), ("wall_time", "train_risk")]
     for ax, (cost, var) in zip(axes, costs):
-        for label in pal.order:
-            risk = _reduce(_sel(ds, var, label)).transpose("seed", "epoch")
-            spent = _reduce(_sel(ds, cost, label)).median("seed").values
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                q1, med, q3 = np.nanquantile(risk.values, [0.25, 0.5, 0.75], axis=0)
-            ok = spent > 0
-            ax.plot(spent[ok], med[ok], color=pal.colors[label], label=pal.names[label], gid=label)
-            if risk.sizes["seed"] > 1:
-                ax.fill_between(spent[ok], q1[ok], q3[ok], color=pal.colors[label], alpha=0.25, lw=0)
+        for label in pal.order:  # from epoch 1: nothing is spent before the first step (log axis)
+            spent = _reduce(_sel(ds, cost, label)).median("seed").isel(epoch=slice(1, None))
+            _band(ax, _sel(ds, var, label).isel(epoch=slice(1, None)), pal.colors[label], pal.names[label], label,
+                  x=spent.values)
         ax.set(xscale="log", yscale="log", xlabel=_label(ds, cost), title=_label(ds, var))
     axes[0].set_ylabel(_risk_label(ds))
     _figure_legend(fig, *axes[0].get_legend_handles_labels(), title=pal.title)
@@ -416,12 +422,8 @@ def plot_rate(ds, dim, ax=None):
     x = ds[dim].values.astype(float)
     first = None
     for label in pal.order:
-        final = sweep_finals(ds, label, dim)
-        q1, med, q3 = (final.quantile(q, dim="seed").values for q in (0.25, 0.5, 0.75))
-        fit = fit_rate(x, final.transpose("seed", dim).values, aggregate="median")
-        line = ax.errorbar(x, med, yerr=[med - q1, q3 - med], fmt="o-", color=pal.colors[label],
-                           label=f"{pal.names[label]}: {fit.label('fitted slope')}")
-        line[0].set_gid(label)
+        med = _median_with_order(ax, x, sweep_finals(ds, label, dim), pal.colors[label], pal.names[label], label,
+                                 "fitted slope")
         first = med[0] if first is None else first
     if dim == "M" and np.isfinite(first):  # through the first method's narrowest point
         ax.plot(x, first * x[0] / x, "k--", lw=0.8, label="reference slope -1 (Barron)")
@@ -429,7 +431,6 @@ def plot_rate(ds, dim, ax=None):
     ax.set(xscale="log", yscale="log", xlabel=_DIM_NAMES.get(dim, dim),
            ylabel=f"final {_label(ds, 'train_risk')} ({what})", title=_title(ds, f"final risk vs {dim}"))
     _size_ticks(ax, x)
-    ax.xaxis.set_minor_locator(NullLocator())
     _legend(ax, pal.title)
     return fig
 
@@ -485,11 +486,7 @@ def plot_excess_risk(ds, dim, ax=None):
     ex = ex.median(other) if other else ex
     x = ds[dim].values.astype(float)
     for label in pal.order:
-        values = ex.sel({METHOD_DIM: label}).transpose("seed", dim)
-        q1, med, q3 = (values.quantile(q, dim="seed").values for q in (0.25, 0.5, 0.75))
-        fit = fit_rate(x, values.values, aggregate="median")
-        ax.errorbar(x, med, yerr=[med - q1, q3 - med], fmt="o-", color=pal.colors[label], gid=label,
-                    label=f"{pal.names[label]}: {fit.label('order')}")
+        _median_with_order(ax, x, ex.sel({METHOD_DIM: label}), pal.colors[label], pal.names[label], label)
     if dim == "M":
         first = float(np.nanmax(ex.isel({dim: 0}).median("seed")))
         ax.plot(x, first * x[0] / x, "k--", lw=0.8, label="order -1 (Barron bound)")

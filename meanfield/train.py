@@ -9,7 +9,7 @@ import numpy as np
 
 from meanfield._array import namespace, to_numpy
 from meanfield._validate import check_int
-from meanfield.backend import synchronize
+from meanfield.backend import child_sequence, synchronize
 from meanfield.schema import apply_schema, component_labels
 
 __all__ = ["train", "random_streams", "METRICS"]
@@ -28,9 +28,7 @@ def random_streams(seed):
         ss = seed
     else:
         ss = np.random.SeedSequence(check_int("seed", seed, low=0))
-    children = (np.random.SeedSequence(ss.entropy, spawn_key=(*ss.spawn_key, k), pool_size=ss.pool_size)
-                for k in range(3))
-    return [np.random.default_rng(child) for child in children]
+    return [np.random.default_rng(child_sequence(ss, k)) for k in range(3)]
 
 
 def _accuracy(network, theta, x, labels):
