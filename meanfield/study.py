@@ -576,10 +576,16 @@ def _run_locked(study, output, cells_dir, problem, progress, log, workers, sched
                postfix={"cached": len(cells)})
     try:
         if workers == 1 and scheduler is None:
+            from threadpoolctl import threadpool_limits
+
             for path, cell in pending.items():
                 bar.set_description(f"{study.name} {path.stem}")
                 before = bar.n
-                ds = _train_cell(study, problem, *cell, progress=lambda: bar.update(1))
+                # one BLAS thread, as in the workers: a threaded product sums in another order, so a
+                # cell would otherwise differ in its last bits depending on where it ran (set per
+                # cell, so that libraries loaded by an earlier cell are limited too)
+                with threadpool_limits(limits=1, user_api="blas"):
+                    ds = _train_cell(study, problem, *cell, progress=lambda: bar.update(1))
                 bar.update(study.epochs - (bar.n - before))  # epochs a divergence skipped
                 write_dataset(ds, path)
                 cells.append(ds)

@@ -373,3 +373,20 @@ def test_a_bad_dtype_or_evaluation_is_refused_before_any_compute(tiny, tmp_path,
         assert run(tiny, out, "--set", setting) == 2
         assert message in capsys.readouterr().err
         assert not out.exists()
+
+
+def test_cells_run_in_process_use_one_blas_thread_as_the_workers_do(tiny, tmp_path, monkeypatch):
+    # a threaded BLAS product sums in another order: a cell must not depend on where it ran
+    from threadpoolctl import threadpool_info
+
+    from meanfield import study
+
+    seen, train_cell = [], study._train_cell
+
+    def recording(*args, **kwargs):
+        seen.append({info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"})
+        return train_cell(*args, **kwargs)
+
+    monkeypatch.setattr(study, "_train_cell", recording)
+    assert run(tiny, tmp_path / "out.nc", "--seeds", "1") == 0
+    assert seen and all(threads == {1} for threads in seen)
