@@ -89,6 +89,13 @@ def strong_errors(ds, dim, name, epochs=None, reference="largest", grid=None):
     return np.sqrt(((smaller - other) ** 2).mean(components))
 
 
+def _fitted(sizes, largest, max_fraction):
+    """Indices of the ``sizes`` (those below the reference ``largest``) up to ``max_fraction`` of it,
+    at least the first two: farther from the reference, its own error matters less."""
+    keep = np.flatnonzero(np.asarray(sizes) <= max_fraction * largest)
+    return keep if keep.size >= 2 else np.arange(min(2, len(sizes)))
+
+
 def rate_rows(ds, dim, observables=None, reference="largest", epochs=None, grid=None, max_fraction=0.2):
     """One row per (method, observable, epoch): the fitted order of the strong error in ``dim`` with its
     bootstrap interval, the theory's order and the effective sample size at the largest size.
@@ -101,30 +108,25 @@ def rate_rows(ds, dim, observables=None, reference="largest", epochs=None, grid=
     epochs = analysis_epochs(ds) if epochs is None else epochs
     if observables is None:  # those with a prediction: across widths, neuron j is no common observable
         observables = [name for name in ("params", "output") if (dim, name) in THEORY]
+    largest = float(ds[dim][-1])
     for name in observables:
         err = strong_errors(ds, dim, name, epochs, reference, grid)
         if name == "params":  # the atoms of a barycenter have no order: only indexed neurons compare
             err = err.sel(method_label=[lb for lb in err.method_label.values
                                         if ds.attrs.get(f"methods.{lb}.method") in INDEXED_METHODS])
-        sizes = err[dim].values
         if reference == "largest":
-            keep = sizes <= max_fraction * float(ds[dim][-1])
-            if keep.sum() < 2:
-                keep[:2] = True
-            err = err.isel({dim: np.flatnonzero(keep)})
+            err = err.isel({dim: _fitted(err[dim].values, largest, max_fraction)})
+        n = err[dim].values.astype(float)
+        theory, expected = THEORY.get((dim, name)), None
+        if theory is not None:  # the order of (n^2p - n'^2p)^(1/2) over the fitted sizes: nested runs
+            other = np.full_like(n, largest) if reference == "largest" else ds[dim].values[1:].astype(float)
+            expected = float(log_slope(n, np.sqrt(n ** (2 * theory) - other ** (2 * theory)))[0])
         for label in err.method_label.values:
             for epoch in epochs:
                 e = err.sel(method_label=label, epoch=epoch).transpose("seed", dim).values
                 if not np.all(np.isfinite(e)).any() or np.nanmax(e) <= 0:
                     continue
-                fit = fit_rate(err[dim].values, e, aggregate="mean")
-                theory = THEORY.get((dim, name))
-                expected = None
-                if theory is not None:
-                    n = err[dim].values.astype(float)
-                    other = (np.full_like(n, float(ds[dim][-1])) if reference == "largest"
-                             else ds[dim].values[1:].astype(float))
-                    expected = float(log_slope(n, np.sqrt(n ** (2 * theory) - other ** (2 * theory)))[0])
+                fit = fit_rate(n, e, aggregate="mean")
                 ess = np.nan
                 if "effective_sample_size" in ds:
                     ess = float(ds.effective_sample_size.sel(method_label=label, epoch=epoch)
@@ -145,8 +147,7 @@ def weak_rows(ds, dim, variables=WEAK_VARIABLES, epochs=None, max_fraction=0.2):
     seeds at every fitted size (else the fit measures noise and the row says so)."""
     epochs = analysis_epochs(ds) if epochs is None else epochs
     sizes = ds[dim].values
-    keep = np.flatnonzero(sizes[:-1] <= max_fraction * float(sizes[-1]))
-    keep = keep if keep.size >= 2 else np.arange(min(2, sizes.size - 1))
+    keep = _fitted(sizes[:-1], float(sizes[-1]), max_fraction)
     rows = []
     for var in variables:
         if var not in ds:
