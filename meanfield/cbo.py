@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from meanfield._array import namespace
+from meanfield._array import namespace, to_numpy
 from meanfield._validate import check_bool, check_float, check_int
 from meanfield.consensus import consensus_point, effective_sample_size, gibbs_weights
 from meanfield.noise import AdditiveNoise, AnisotropicNoise, IsotropicNoise, NormalDraws, make_noise
-from meanfield.schedules import make_schedule
+from meanfield.schedules import make_schedule, schedule_value
 
 __all__ = ["CBO", "CBOState", "cbo_update"]
 
@@ -68,13 +68,15 @@ _IN_PLACE = (AnisotropicNoise, IsotropicNoise, AdditiveNoise)
 
 @dataclass
 class CBOState:
-    """theta (N, M, D); risks (N,), consensus (M, D) and Gibbs weights (N,) of the last step (None
-    before the first)."""
+    """theta (N, M, D); risks (N,), consensus (M, D), Gibbs weights (N,) and alpha of the last step
+    (None before the first); the number of steps done."""
 
     theta: Any
     risks: Any = None
     consensus: Any = None
     weights: Any = None
+    alpha: float | None = None
+    iteration: int = 0
 
 
 class CBO:
@@ -91,7 +93,8 @@ class CBO:
     sigma_squared : float
         Noise rate :math:`\sigma^2 \geq 0` (the paper quotes :math:`\sigma^2`).
     alpha : float, dict or schedule
-        Inverse temperature, constant or a schedule over epochs (see :mod:`meanfield.schedules`).
+        Inverse temperature: constant, a schedule over epochs or iterations, or solved at every step
+        for an effective sample size (see :mod:`meanfield.schedules`).
     noise : {"anisotropic", "isotropic"} or callable
     batch_size : int
         Minibatch size S', shared by all particles.
@@ -143,11 +146,13 @@ class CBO:
 
     def step(self, state, network, x, y, epoch, rng):
         risks = network.risk(state.theta, x, y)
-        weights = gibbs_weights(risks, self.alpha(epoch))
+        alpha = schedule_value(self.alpha, epoch, state.iteration,
+                               to_numpy(risks) if hasattr(self.alpha, "solve") else None)
+        weights = gibbs_weights(risks, alpha)
         v = consensus_point(state.theta, weights)
         xi = self._normal(rng, state.theta)
         theta = cbo_update(state.theta, v, self.dt, self.drift, math.sqrt(self.sigma_squared), self.noise, xi)
-        return CBOState(theta, risks, v, weights)
+        return CBOState(theta, risks, v, weights, alpha, state.iteration + 1)
 
     def report(self, state):
         """The network a CBO run stands for: the consensus of the last step (the mean before it)."""
@@ -155,10 +160,14 @@ class CBO:
         return xp.mean(state.theta, axis=0) if state.consensus is None else state.consensus
 
     def diagnostics(self, state):
-        """Per-epoch extras: the effective sample size of the last step's Gibbs weights."""
+        """Per-epoch extras: the effective sample size of the last step's Gibbs weights (and the alpha
+        of that step, which differs from the epoch's schedule value for per-iteration or adaptive alpha)."""
         if state.weights is None:
             return {}
-        return {"effective_sample_size": effective_sample_size(state.weights)}
+        extras = {"effective_sample_size": effective_sample_size(state.weights)}
+        if getattr(state, "alpha", None) is not None:
+            extras["alpha"] = state.alpha
+        return extras
 
     def params(self):
         """Hyper-parameters as plain values (for dataset attributes)."""

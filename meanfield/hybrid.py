@@ -18,6 +18,7 @@ from meanfield._validate import check_float
 from meanfield.adam import adam_direction
 from meanfield.cbo import CBO, cbo_update
 from meanfield.consensus import consensus_point, gibbs_weights
+from meanfield.schedules import require_epoch_schedule
 
 __all__ = ["HybridCBOAdam", "HybridState"]
 
@@ -54,6 +55,7 @@ class HybridCBOAdam(CBO):
                  require_decay=False):
         super().__init__(n_particles=n_particles, dt=dt, drift=drift, sigma_squared=sigma_squared, alpha=alpha,
                          noise=noise, batch_size=batch_size, init_scale=init_scale, require_decay=require_decay)
+        require_epoch_schedule("alpha", self.alpha, self.name)
         self.gamma = check_float("gamma", gamma, low=0, high=1)
         self.beta1 = check_float("beta1", beta1, low=0, high=1, high_open=True)
         self.beta2 = check_float("beta2", beta2, low=0, high=1, high_open=True)

@@ -20,6 +20,7 @@ from meanfield._array import namespace
 from meanfield._validate import check_bool
 from meanfield.cbo import CBO, cbo_update
 from meanfield.consensus import gibbs_weights
+from meanfield.schedules import require_epoch_schedule
 
 __all__ = ["MultiTaskCBO", "MultiTaskState", "task_assignment"]
 
@@ -81,6 +82,7 @@ class MultiTaskCBO(CBO):
                  alpha=1e5, noise="anisotropic", batch_size=100, init_scale=1.0, require_decay=False):
         super().__init__(n_particles=n_particles, dt=dt, drift=drift, sigma_squared=sigma_squared, alpha=alpha,
                          noise=noise, batch_size=batch_size, init_scale=init_scale, require_decay=require_decay)
+        require_epoch_schedule("alpha", self.alpha, self.name)
         task_assignment(2, 1, assignment)  # validates the name early
         self.assignment, self.shared = assignment, check_bool("shared", shared)
 

@@ -28,7 +28,7 @@ from meanfield.cbo import cbo_update
 from meanfield.consensus import effective_sample_size, gibbs_weights
 from meanfield.multitask import task_assignment
 from meanfield.noise import NormalDraws, make_noise
-from meanfield.schedules import make_schedule
+from meanfield.schedules import make_schedule, require_epoch_schedule
 from meanfield.transport import ExactBarycenter, SinkhornBarycenter, w2_squared
 
 __all__ = ["OTCBO", "OTCBOState", "MultiTaskOTCBO"]
@@ -112,7 +112,7 @@ class OTCBO:
             raise ValueError(f"noise must be one of ['additive', 'anisotropic'], got {noise!r}")
         self.noise = make_noise(noise)
         self.noise_decay = make_schedule(noise_decay, "noise_decay")
-        self.alpha = make_schedule(alpha, "alpha")
+        self.alpha = require_epoch_schedule("alpha", make_schedule(alpha, "alpha"), self.name)
         try:
             self.barycenter_workers = check_workers(barycenter_workers)
         except ValueError:

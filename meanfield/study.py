@@ -320,6 +320,10 @@ class Study:
             if method.batch_size > problem.n_train:
                 raise StudyError(f"[methods.{label}]: batch_size must be <= the training set size "
                                  f"{problem.n_train}, got {method.batch_size}")
+            try:
+                check_schedule_range(method, self.epochs, problem.n_train // method.batch_size)
+            except ValueError as err:
+                raise StudyError(f"[methods.{label}]: {err}") from None
 
     def _effective_network(self):
         """The [network] settings with defaults resolved as the network resolves them (dtype, device)."""

@@ -40,11 +40,21 @@ def _state_bytes(state):
     return int(sum(getattr(v, "nbytes", 0) for v in vars(state).values()))
 
 
-def check_schedule_range(method, epochs):
-    """Refuse an alpha schedule that leaves the finite numbers within ``epochs`` (schedules are monotone)."""
+def check_schedule_range(method, epochs, iterations_per_epoch=None):
+    """Refuse an alpha schedule that leaves the finite numbers within ``epochs`` (schedules are monotone).
+
+    A per-iteration schedule is checked when ``iterations_per_epoch`` is known (it needs the data)."""
     alpha = getattr(method, "alpha", None)
-    if alpha is not None and not math.isfinite(alpha(epochs - 1)):
-        raise ValueError(f"alpha reaches {alpha(epochs - 1)} by epoch {epochs - 1}; give its schedule a limit")
+    if alpha is None or alpha.unit not in ("epoch", "iteration"):  # adaptive: bounded by its maximum
+        return
+    if alpha.unit == "epoch":
+        last, where = epochs - 1, f"epoch {epochs - 1}"
+    elif iterations_per_epoch is not None:
+        last, where = epochs * iterations_per_epoch - 1, f"iteration {epochs * iterations_per_epoch - 1}"
+    else:
+        return
+    if not math.isfinite(alpha(last)):
+        raise ValueError(f"alpha reaches {alpha(last)} by {where}; give its schedule a limit")
 
 
 def train(method, network, problem, epochs, seed=0, progress=None, record_params=False):
@@ -83,10 +93,10 @@ def train(method, network, problem, epochs, seed=0, progress=None, record_params
     :mod:`meanfield.schema`.
     """
     epochs = check_int("epochs", epochs, low=1)
-    check_schedule_range(method, epochs)
     n_batches = problem.n_train // method.batch_size
     if n_batches < 1:
         raise ValueError(f"batch_size must be <= the training set size {problem.n_train}, got {method.batch_size}")
+    check_schedule_range(method, epochs, n_batches)
     multi = problem.loss == "mse" and problem.n_outputs == 1 and problem.y_train.ndim == 2
     if multi != hasattr(method, "check_tasks"):
         raise ValueError(f"method {method.name!r} cannot train a {'multi' if multi else 'single'}-task problem")
