@@ -6,6 +6,8 @@ direction; the update adds :math:`\sigma\sqrt{dt}` times it. ``out`` (numpy arra
 to write it, which may be ``xi`` itself; a user-supplied strategy may take only ``(diff, xi)``.
 """
 
+import math
+
 import array_api_compat
 import numpy as np
 
@@ -80,8 +82,19 @@ class AnisotropicNoise:
 
     @staticmethod
     def decay_bound(drift, dim):
-        """Largest sigma^2 for which the variance is guaranteed to decay."""
+        """Largest sigma^2 for which the variance is guaranteed to decay (the continuous-time condition)."""
         return 2.0 * drift
+
+    @staticmethod
+    def step_variance_factor(dt, drift, sigma_squared, dim):
+        r"""Mean factor of :math:`|\theta_n - V|^2` in one step about a fixed consensus,
+        :math:`E[(1 - \lambda dt + \sigma\sqrt{dt}\,\xi)^2] = (1 - \lambda dt)^2 + \sigma^2 dt`
+        per component: below 1 is the discrete-time condition for the variance to decay.
+
+        >>> round(AnisotropicNoise.step_variance_factor(0.1, 1.0, 1.6, 300), 12)
+        0.97
+        """
+        return (1.0 - drift * dt) ** 2 + sigma_squared * dt
 
 
 class IsotropicNoise:
@@ -108,6 +121,12 @@ class IsotropicNoise:
     def decay_bound(drift, dim):
         return 2.0 * drift / dim
 
+    @staticmethod
+    def step_variance_factor(dt, drift, sigma_squared, dim):
+        r"""As :meth:`AnisotropicNoise.step_variance_factor`, with every one of the ``dim`` components
+        scaled by the whole norm: :math:`(1 - \lambda dt)^2 + \sigma^2 dt\, D`."""
+        return (1.0 - drift * dt) ** 2 + sigma_squared * dt * dim
+
 
 class AdditiveNoise:
     r"""Additive :math:`\xi_n`, independent of the distance to the consensus (the paper's practical
@@ -132,6 +151,11 @@ class AdditiveNoise:
     @staticmethod
     def decay_bound(drift, dim):
         return 0.0
+
+    @staticmethod
+    def step_variance_factor(dt, drift, sigma_squared, dim):
+        """NaN: additive noise adds variance at consensus, no factor describes it."""
+        return math.nan
 
 
 _NOISES = {cls.name: cls for cls in (AnisotropicNoise, IsotropicNoise, AdditiveNoise)}

@@ -25,7 +25,7 @@ from meanfield.network import TwoLayerNetwork
 from meanfield.problems import make_problem
 from meanfield.rates import fit_rate
 from meanfield.results import (SWEEP_DIMS, _decay_factor, instability, last_recorded, plural,
-                               recorded_labels, summary_table, sweep_finals)
+                               recorded_labels, summary_table, sweep_finals, variance_factors)
 from meanfield.schema import FIGURES, METHOD_DIM, VARIABLES
 
 __all__ = ["STYLE", "KIND_COLORS", "method_colors", "plot_risk", "plot_fits", "plot_task_risk", "plot_task_fits",
@@ -548,6 +548,46 @@ def plot_variance_decay(ds, axes=None):
     return fig
 
 
+@_styled
+def plot_variance_factor(ds, axes=None):
+    r"""Finite CBO's ensemble variance: (a) median over seeds vs iteration for every CBO method with
+    multiplicative noise, with the prediction :math:`\mathrm{Var}_0\, \rho^k` dashed; (b) the measured
+    factor per iteration (median over seeds, 95% bootstrap interval) against the predicted :math:`\rho`
+    (see :func:`meanfield.results.variance_factors`)."""
+    pal = _palette(ds)
+    rows = {r["label"]: r for r in variance_factors(ds)}
+    labels = [lb for lb in pal.order if lb in rows]
+    fig, (ax, bx) = _subplots(axes, 2, ncols=2, panel=(4.4, 3.6), legend=2.2)
+    per_epoch = int(ds.attrs["iterations_per_epoch"])
+    for label in labels:
+        med = ds.variance.sel({METHOD_DIM: label}).median("seed")
+        k = ds.epoch.values * per_epoch
+        ax.plot(k, med.values, color=pal.colors[label], gid=label, label=pal.names[label])
+        ax.plot(k, float(med[0]) * rows[label]["predicted"] ** k, "--", color=pal.colors[label], lw=0.8)
+        r = rows[label]
+        err = [[r["measured"] - r["low"]], [r["high"] - r["measured"]]] if np.isfinite(r["low"]) else None
+        bx.errorbar([r["predicted"]], [r["measured"]], yerr=err, fmt="o", color=pal.colors[label], gid=label)
+    medians = np.concatenate([ds.variance.sel({METHOD_DIM: lb}).median("seed").values for lb in labels])
+    shown = medians[np.isfinite(medians) & (medians > 0)]
+    ax.set(yscale="log", xlabel="iteration k", ylabel=_label(ds, "variance"))
+    if shown.size:  # the predictions fall far below what rounding lets the variance reach
+        ax.set_ylim(shown.min() / 10, shown.max() * 10)
+    values = [v for r in rows.values() for v in (r["predicted"], r["measured"]) if np.isfinite(v)]
+    if values:
+        lo, hi = min(values), max(values)
+        pad = 0.05 * (hi - lo or 1.0)
+        span = (lo - pad, hi + pad)
+        bx.plot(span, span, ":", color="k", lw=1)
+        bx.axvline(1.0, color="0.6", lw=0.8)
+        bx.axhline(1.0, color="0.6", lw=0.8)
+    bx.set(xlabel=r"predicted factor per iteration $\rho$ of the noise",
+           ylabel="measured factor per iteration")
+    handles = [Line2D([], [], color=pal.colors[lb]) for lb in labels] + [Line2D([], [], color="0.3", ls="--", lw=0.8)]
+    _figure_legend(fig, handles, [pal.names[lb] for lb in labels] + [r"$\mathrm{Var}_0\,\rho^k$"])
+    fig.suptitle(_title(ds, f"ensemble variance, {_over_seeds(ds, 'median')}"))
+    return fig
+
+
 # ---------------------------------------------------------------------------------------- a dataset
 
 def _swept(ds):
@@ -557,6 +597,8 @@ def _swept(ds):
 def _unsupported(ds, figure):
     """Why ``ds`` cannot give ``figure`` (None if it can)."""
     swept, multi = _swept(ds), "task" in ds.dims
+    if figure == "variance_factor" and (swept or multi or not variance_factors(ds)):
+        return "it needs finite-CBO methods with anisotropic or isotropic noise, without a sweep or tasks"
     if figure == "excess_risk" and not has_target(ds):
         return "it needs a one-input regression problem with a known target (sine, square)"
     if figure in ("sweep_risk", "sweep_variance", "rate", "strong_error", "neuron_spread", "excess_risk"):
@@ -594,7 +636,8 @@ _PLOTS = {"risk": plot_risk, "instability": plot_instability, "fits": plot_fits,
           "task_risk": plot_task_risk, "task_fits": plot_task_fits, "variance": plot_variance_decay,
           "sweep_risk": plot_sweep, "sweep_variance": functools.partial(plot_sweep, var="w_variance"),
           "rate": plot_rate, "strong_error": plot_strong_error, "neuron_spread": plot_neuron_spread,
-          "excess_risk": plot_excess_risk, "risk_vs_cost": plot_risk_vs_cost}
+          "excess_risk": plot_excess_risk, "risk_vs_cost": plot_risk_vs_cost,
+          "variance_factor": plot_variance_factor}
 
 
 def _declared(ds):

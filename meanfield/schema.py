@@ -130,6 +130,8 @@ FIGURES = {
     "neuron_spread": "neuron_spread_{dim}",  # sweep with record_params: variance over the reported neurons
     "excess_risk": "excess_risk_{dim}",      # 1-D regression sweep: risk against the noise-free target, fitted order
     "risk_vs_cost": "risk_vs_cost",          # risk against neuron-sample evaluations and wall time
+    "variance_factor": "variance_factor",    # finite CBO: ensemble variance vs iteration, and its fitted rate
+                                             # against the per-step variance factor of the noise
 }
 
 

@@ -239,3 +239,21 @@ def test_float32_runs_follow_float64_runs_to_float32_rounding(method):
     assert runs[1].final_params.dtype == np.float64  # stored as float64 whatever the run's dtype
     assert_allclose(runs[1].train_risk, runs[0].train_risk, rtol=1e-5)
     assert_allclose(runs[1].final_params, runs[0].final_params, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("noise", ["anisotropic", "isotropic"])
+def test_step_variance_factor_is_the_mean_growth_about_a_fixed_consensus(noise):
+    """One update of many particles about a fixed consensus multiplies |theta - V|^2 by the noise's
+    step_variance_factor on average (within 5 standard errors of 20,000 particles)."""
+    from meanfield.cbo import cbo_update
+    from meanfield.noise import make_noise
+
+    strategy, dim, dt, drift, sigma_squared = make_noise(noise), 6, 0.1, 1.0, 1.6
+    rng = np.random.default_rng(11)
+    theta = rng.standard_normal((20_000, dim))
+    theta /= np.linalg.norm(theta, axis=1, keepdims=True)  # |theta_n - V| = 1 for every particle
+    new = cbo_update(theta, np.zeros(dim), dt, drift, np.sqrt(sigma_squared), strategy,
+                     rng.standard_normal(theta.shape))
+    growth = np.sum(new ** 2, axis=1)
+    expected = strategy.step_variance_factor(dt, drift, sigma_squared, dim)
+    assert abs(growth.mean() - expected) < 5 * growth.std(ddof=1) / np.sqrt(len(growth)), (growth.mean(), expected)

@@ -268,3 +268,26 @@ def test_figures_asked_for_replace_the_declared_ones(tmp_path):
         plot_dataset(ds, tmp_path, name="x", figures=["nope"])
     with pytest.raises(ValueError, match="figure 'accuracy' asked for, but it needs a classification problem"):
         plot_dataset(ds, tmp_path, name="x", figures=["accuracy"])
+
+
+def test_variance_factor_is_measured_exactly_without_noise_and_drawn(tmp_path):
+    """Without noise every step maps theta_n to V + (1 - lambda dt)(theta_n - V): the ensemble variance
+    shrinks by exactly (1 - lambda dt)^2 per iteration, whatever alpha does to V; the analysis must find
+    that factor, and the prediction of a noisy setting, and the figure and summary must show them."""
+    from meanfield.results import variance_factors
+    from meanfield.study import Study, run_study
+
+    config = {"name": "vf", "epochs": 6, "seeds": 3, "root_seed": 5, "figures": ["variance_factor"],
+              "problem": {"name": "sine", "n_train": 60, "n_test": 10},
+              "network": {"n_neurons": 4},
+              "method_defaults": {"method": "cbo", "n_particles": 8, "dt": 0.2, "batch_size": 20, "alpha": 1e3},
+              "methods": {"quiet": {"sigma_squared": 0.0}, "noisy": {"sigma_squared": 1.5, "noise": "isotropic"}}}
+    ds = run_study(Study(config), tmp_path / "vf.nc", progress=False, log=lambda *a: None)
+    rows = {r["label"]: r for r in variance_factors(ds)}
+    assert abs(rows["quiet"]["measured"] - 0.8 ** 2) < 1e-12
+    assert (rows["quiet"]["predicted"], rows["quiet"]["discrete"]) == (0.8 ** 2, "holds")
+    assert rows["noisy"]["predicted"] == 0.8 ** 2 + 1.5 * 0.2 * 4 * 3  # isotropic: D = M x 3 components
+    assert rows["noisy"]["continuous"] == "fails" and rows["noisy"]["discrete"] == "fails"
+    plot_dataset(ds, tmp_path)
+    assert (tmp_path / "vf_variance_factor.png").exists()
+    assert "| quiet | anisotropic | 0 | 0.64 | holds | holds | 0.64" in (tmp_path / "vf_summary.md").read_text()

@@ -74,7 +74,8 @@ def test_cli_run_and_plot_end_to_end(study_file, tmp_path, capsys):
     figs = tmp_path / "figs"
     assert main(["plot", str(out), "--out-dir", str(figs)]) == 0
     assert sorted(p.name for p in figs.iterdir()) == [
-        "tiny_fits.png", "tiny_instability.png", "tiny_risk.png", "tiny_risk_vs_cost.png", "tiny_summary.md"]
+        "tiny_fits.png", "tiny_instability.png", "tiny_risk.png", "tiny_risk_vs_cost.png", "tiny_summary.md",
+        "tiny_variance_factor.png"]
 
 
 def test_finished_cells_are_not_recomputed(study_file, tmp_path, monkeypatch):
