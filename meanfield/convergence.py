@@ -213,7 +213,8 @@ def excess_risk(ds, n_samples=20_000, seed=12345):
     name = problem.pop("name")
     if name not in ("sine", "square"):
         raise ValueError(f"excess_risk needs a one-input regression problem (sine, square), got {name!r}")
-    clean = make_problem(name, n_train=1, n_test=n_samples, noise_std=0.0, seed=seed)
+    shape = {k: v for k, v in problem.items() if k not in ("n_train", "n_test", "noise_std", "seed")}  # frequency
+    clean = make_problem(name, n_train=1, n_test=n_samples, noise_std=0.0, seed=seed, **shape)
     params = ds.final_params
     cells = params.stack(cell=[d for d in params.dims if d not in ("neuron", "component")])
     activation = ds.attrs.get("network.activation", "relu")

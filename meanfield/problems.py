@@ -81,14 +81,17 @@ def _regression(name, f, n_train, n_test, noise_std, seed, info, n_tasks=None):
     return Problem(name, x_tr, y_tr, x_te, y_te, "mse", 1, info)
 
 
-def sine(n_train=8000, n_test=2000, noise_std=0.01, seed=0):
-    r"""The paper's sine data (Fig. 2, 3): :math:`y = \sin(2\pi x) + 0.01\,\xi`.
+def sine(n_train=8000, n_test=2000, noise_std=0.01, seed=0, frequency=1):
+    r"""The paper's sine data (Fig. 2, 3): :math:`y = \sin(2\pi k x) + 0.01\,\xi` with k = ``frequency``
+    (1 in the paper; larger k makes the risk landscape less convex, the paper's open question 3).
 
     >>> p = sine(n_train=10, n_test=5)
     >>> p.x_train.shape, p.y_train.shape, p.x_test.shape
     ((10, 1), (10,), (5, 1))
     """
-    return _regression("sine", lambda x: np.sin(2 * np.pi * x), n_train, n_test, noise_std, seed, {})
+    k = check_int("frequency", frequency, low=1)
+    info = {} if k == 1 else {"frequency": k}  # k = 1 keeps the attributes of the paper's data sets
+    return _regression("sine", lambda x: np.sin(2 * np.pi * k * x), n_train, n_test, noise_std, seed, info)
 
 
 def square(n_train=5000, n_test=2000, noise_std=0.01, seed=0):
@@ -96,18 +99,34 @@ def square(n_train=5000, n_test=2000, noise_std=0.01, seed=0):
     return _regression("square", lambda x: x * x, n_train, n_test, noise_std, seed, {})
 
 
-def shifted_sines(n_tasks=100, n_train=8000, n_test=2000, noise_std=0.0, seed=0):
-    r"""Multi-task family (Fig. 5, 6): task p has :math:`y = \sin(2\pi x) + \Delta y_p`,
-    :math:`\Delta y_p = -1 + 2 (p - 1) / (P - 1)`; the tasks share the inputs, y has shape (S, P).
+def shifted_sines(n_tasks=100, n_train=8000, n_test=2000, noise_std=0.0, seed=0, min_shift=0.0, max_shift=1.0):
+    r"""Multi-task family (Fig. 5, 6): task p has :math:`y = \sin(2\pi x) + \Delta y_p`; the tasks share
+    the inputs, y has shape (S, P).
+
+    The paper's shifts (``min_shift = 0``) are :math:`\Delta y_p = m (-1 + 2 (p - 1) / (P - 1))` with
+    m = ``max_shift`` = 1. With ``min_shift > 0`` the tasks are dissimilar: P/2 shifts evenly in
+    [-max_shift, -min_shift] and P/2 in [min_shift, max_shift] (P even).
 
     >>> p = shifted_sines(n_tasks=3, n_train=4, n_test=2)
     >>> p.y_train.shape, p.info["shifts"]
     ((4, 3), [-1.0, 0.0, 1.0])
+    >>> shifted_sines(n_tasks=4, n_train=4, n_test=2, min_shift=1.0, max_shift=2.0).info["shifts"]
+    [-2.0, -1.0, 1.0, 2.0]
     """
     n_tasks = check_int("n_tasks", n_tasks, low=1)
-    shifts = np.linspace(-1.0, 1.0, n_tasks) if n_tasks > 1 else np.zeros(1)
+    max_shift = check_float("max_shift", max_shift, low=0)
+    min_shift = check_float("min_shift", min_shift, low=0, high=max_shift)
+    if min_shift == 0:
+        shifts = np.linspace(-max_shift, max_shift, n_tasks) if n_tasks > 1 else np.zeros(1)
+    elif n_tasks % 2:
+        raise ValueError(f"n_tasks must be even when min_shift > 0 (half the shifts on each side), got {n_tasks}")
+    else:
+        half = np.linspace(min_shift, max_shift, n_tasks // 2) if n_tasks > 2 else np.array([min_shift])
+        shifts = np.concatenate([-half[::-1], half])
     f = lambda x: np.sin(2 * np.pi * x) + shifts  # noqa: E731  (x (S, 1) broadcasts to (S, P))
     info = {"n_tasks": n_tasks, "shifts": [float(s) for s in shifts]}
+    if (min_shift, max_shift) != (0.0, 1.0):  # the paper's family keeps its attributes
+        info.update(min_shift=min_shift, max_shift=max_shift)
     return _regression("shifted_sines", f, n_train, n_test, noise_std, seed, info, n_tasks)
 
 

@@ -147,3 +147,26 @@ def test_quick_multitask_sweep_records_per_task_effective_sample_sizes_and_fits(
     assert "task" in ess.dims and float(ess.min()) > 0 and bool((ess <= ess.N).all())
     rows = rate_rows(ds, "N", ["params"], reference="successive")
     assert rows and all(np.isfinite(r["fit"].slope) for r in rows)
+
+
+def test_excess_risk_uses_the_problems_frequency(tmp_path):
+    """The noise-free target of sin(2 pi k x) is that of the study's k, checked against the network's own
+    forward pass on inputs drawn as excess_risk draws them."""
+    from meanfield import TwoLayerNetwork
+    from meanfield.convergence import excess_risk
+    from meanfield.problems import sine
+    from meanfield.study import Study, run_study
+
+    config = {"name": "k3", "epochs": 2, "seeds": 2, "root_seed": 1,
+              "problem": {"name": "sine", "n_train": 40, "n_test": 10, "frequency": 3},
+              "network": {"n_neurons": 5},
+              "methods": {"cbo": {"method": "cbo", "n_particles": 6, "batch_size": 20, "alpha": 10.0}}}
+    ds = run_study(Study(config), tmp_path / "k3.nc", progress=False, log=lambda *a: None)
+    got = excess_risk(ds, n_samples=500, seed=7)
+    clean = sine(n_train=1, n_test=500, noise_std=0.0, seed=7, frequency=3)
+    net = TwoLayerNetwork(1, 1, 5)
+    for seed in range(2):
+        theta = ds.final_params.sel(method_label="cbo", seed=seed).values[None]
+        g = net.forward(theta, clean.x_test)[0, :, 0]
+        want = np.mean((g - np.sin(6 * np.pi * clean.x_test[:, 0])) ** 2)
+        assert abs(float(got.sel(method_label="cbo", seed=seed)) - want) < 1e-12 * want

@@ -69,3 +69,13 @@ def test_problem_loss_and_outputs_are_checked():
     for n_outputs in (0, True, 1.0):
         with pytest.raises(ValueError, match="n_outputs must be"):
             Problem("p", x, np.zeros(4), x, np.zeros(4), "mse", n_outputs)
+
+
+def test_sine_frequency_k():
+    from meanfield.problems import sine
+
+    p = sine(n_train=50, n_test=10, noise_std=0.0, frequency=4)
+    np.testing.assert_allclose(p.y_train, np.sin(8 * np.pi * p.x_train[:, 0]), rtol=0, atol=1e-15)
+    assert p.info["frequency"] == 4 and "frequency" not in sine(n_train=5, n_test=2).info
+    with pytest.raises(ValueError, match="^frequency must be >= 1, got 0$"):
+        sine(frequency=0)
