@@ -93,23 +93,27 @@ def _decay_factor(ds, label):
     return (1 - drift * dt) ** (2 * int(ds.attrs["iterations_per_epoch"]))
 
 
-def variance_factors(ds, floor=1e-20, confidence=0.95):
-    r"""Per-iteration factor of finite CBO's ensemble variance: predicted and measured, per method.
+def variance_factors(ds, fit_epochs=10, floor=1e-20, confidence=0.95):
+    r"""Per-iteration factor of finite CBO's ensemble variance, predicted and measured, and whether the
+    ensemble collapsed, per method.
 
     The prediction is the noise's ``step_variance_factor`` :math:`\rho`, e.g. :math:`(1 - \lambda dt)^2
     + \sigma^2 dt` for anisotropic noise: the mean factor of :math:`|\theta_n - V|^2` in one step about
     a fixed consensus. It decides the discrete-time condition :math:`\rho < 1`; the continuous-time one
-    is the noise's ``decay_bound`` (:math:`\sigma^2 < 2\lambda`). The measurement is, per seed,
-    :math:`\exp` of the least-squares slope of :math:`\log \mathrm{Var}` against the iteration, over
-    the epochs from 0 until the variance first leaves :math:`[\text{floor}\,\mathrm{Var}_0,
-    \mathrm{Var}_0 / \text{floor}]` or stops being finite (rounding holds it above 0, growth ends in
-    divergence); the median over seeds with a bootstrap interval (percentile, seeds resampled).
+    is the noise's ``decay_bound`` (:math:`\sigma^2 < 2\lambda`). Both concern the mean square, the
+    limit of many particles. The measurement is, per seed, :math:`\exp` of the least-squares slope of
+    :math:`\log \mathrm{Var}` against the iteration over the first ``fit_epochs`` epochs (fewer if the
+    variance leaves :math:`[\text{floor}\,\mathrm{Var}_0, \mathrm{Var}_0 / \text{floor}]` or stops
+    being finite before), where a fixed consensus is closest to the truth; the median over seeds with a
+    bootstrap interval (percentile, seeds resampled). A seed has collapsed when its variance falls
+    below ``floor`` times its initial value: the epoch where it first does is reported.
 
     Returns
     -------
     list of dict, one per method of kind "cbo" with multiplicative noise: label, noise, sigma_squared,
-    predicted, continuous and discrete ("holds", "fails" or "borderline": equality up to rounding), measured, low, high, epochs (median fitted span),
-    final_variance (median over seeds of the last recorded value).
+    predicted, continuous and discrete ("holds", "fails" or "borderline": equality up to rounding),
+    measured, low, high (the fitted factor), collapsed (seeds), collapse_epoch (median over the
+    collapsed seeds), seeds, final_variance (median over seeds of the last recorded value).
     """
     from scipy.stats import bootstrap
 
@@ -126,14 +130,15 @@ def variance_factors(ds, floor=1e-20, confidence=0.95):
         dim = ds.sizes["neuron"] * ds.sizes["component"]
         predicted = strategy.step_variance_factor(dt, drift, sigma_squared, dim)
         variance = ds.variance.sel({METHOD_DIM: label}).transpose("seed", "epoch").values
-        factors, spans = [], []
+        factors, collapse = [], []
         for v in variance:
             inside = np.isfinite(v) & (v > floor * v[0]) & (v < v[0] / floor)
-            n = len(v) if inside.all() else int(np.argmin(inside))
+            n = min(fit_epochs + 1, len(v) if inside.all() else int(np.argmin(inside)))
             if n >= 3:
-                slope = np.polyfit(np.arange(n) * per_epoch, np.log(v[:n]), 1)[0]
-                factors.append(np.exp(slope))
-                spans.append(n - 1)
+                factors.append(np.exp(np.polyfit(np.arange(n) * per_epoch, np.log(v[:n]), 1)[0]))
+            below = np.flatnonzero(v < floor * v[0])
+            if below.size:
+                collapse.append(int(below[0]))
         factors = np.array(factors)
         low = high = np.nan
         if len(factors) >= 2 and np.ptp(factors) > 0:
@@ -144,7 +149,8 @@ def variance_factors(ds, floor=1e-20, confidence=0.95):
                      "continuous": _condition(strategy.decay_bound(drift, dim) - sigma_squared),
                      "discrete": _condition(1.0 - predicted),
                      "measured": float(np.median(factors)) if len(factors) else np.nan, "low": low, "high": high,
-                     "epochs": float(np.median(spans)) if spans else np.nan,
+                     "collapsed": len(collapse), "seeds": len(variance),
+                     "collapse_epoch": float(np.median(collapse)) if collapse else np.nan,
                      "final_variance": float(np.nanmedian(last_recorded(ds.variance.sel({METHOD_DIM: label}))))})
     return rows
 
@@ -158,14 +164,16 @@ def variance_factor_table(ds):
     """Markdown table of :func:`variance_factors`."""
     rows = variance_factors(ds)
     head = ["method", "noise", "sigma^2", "predicted factor rho", "continuous condition sigma^2 < 2 lambda "
-            "(isotropic: / D)", "discrete condition rho < 1", "measured factor per iteration, median [95% CI]",
-            "epochs fitted (median)", "final variance (median)"]
+            "(isotropic: / D)", "discrete condition rho < 1",
+            "measured factor per iteration, first 10 epochs, median [95% CI]",
+            "seeds collapsed (Var < 1e-20 Var_0)", "epoch of collapse (median)", "final variance (median)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         ci = f" [{r['low']:.4g}, {r['high']:.4g}]" if np.isfinite(r["low"]) else ""
+        when = f"{r['collapse_epoch']:.0f}" if r["collapsed"] else "-"
         lines.append(f"| {r['label']} | {r['noise']} | {r['sigma_squared']:g} | {r['predicted']:.4g} | "
-                     f"{r['continuous']} | {r['discrete']} | "
-                     f"{r['measured']:.4g}{ci} | {r['epochs']:.0f} | {r['final_variance']:.3g} |")
+                     f"{r['continuous']} | {r['discrete']} | {r['measured']:.4g}{ci} | "
+                     f"{r['collapsed']} of {r['seeds']} | {when} | {r['final_variance']:.3g} |")
     return "\n".join(lines) + "\n"
 
 
@@ -238,8 +246,8 @@ def summary_table(ds):
             q1, med, q3 = np.nanquantile(ex.sel({METHOD_DIM: m}).values, [0.25, 0.5, 0.75])
             text += f"- {m}: {med:.3g}" + (f" [{q1:.3g}, {q3:.3g}]\n" if n_seeds > 1 else "\n")
     if "variance_factor" in ds.attrs.get("figures", "") and variance_factors(ds):
-        text += ("\nensemble variance per iteration, measured (a least-squares fit of log Var over the epochs "
-                 "before it falls 20 orders of magnitude) against the per-step factor rho of the noise\n\n"
+        text += ("\nensemble variance: its factor per iteration over the first 10 epochs (least-squares fit of "
+                 "log Var) against the per-step factor rho of the noise, and its collapse\n\n"
                  + variance_factor_table(ds))
     for dim in SWEEP_DIMS:
         if dim in ds.dims and ds.sizes[dim] > 1:
