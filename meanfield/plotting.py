@@ -241,6 +241,14 @@ def plot_risk(ds, axes=None):
         ax.set(yscale="log", title=_label(ds, var))
         _epoch_axis(ax)
     axes[0].set_ylabel(_risk_label(ds))
+    # a run whose network blew up would squeeze every other curve into the bottom decade
+    start = float(np.nanmax(_reduce(ds.train_risk.isel(epoch=0)).median("seed").values))
+    top = 1e3 * start
+    if np.isfinite(top) and top > 0 and axes[0].get_ylim()[1] > top:
+        axes[0].set_ylim(top=top)
+        for ax in axes:
+            ax.text(0.98, 0.97, "clipped at 1e3 x the initial risk", transform=ax.transAxes, ha="right",
+                    va="top", fontsize="small", color="0.4")
     _figure_legend(fig, *axes[0].get_legend_handles_labels(), title=pal.title)
     fig.suptitle(_title(ds, f"reported network's risk, {_over_seeds(ds)}"))
     return fig
@@ -559,24 +567,33 @@ def plot_variance_factor(ds, axes=None):
     labels = [lb for lb in pal.order if lb in rows]
     fig, (ax, bx) = _subplots(axes, 2, ncols=2, panel=(4.4, 3.6), legend=2.2)
     per_epoch = int(ds.attrs["iterations_per_epoch"])
+    k = ds.epoch.values * per_epoch
+    medians = {lb: ds.variance.sel({METHOD_DIM: lb}).median("seed").values for lb in labels}
+    medians = {lb: np.where(np.isfinite(m), m, np.nan) for lb, m in medians.items()}  # an overflowed run
+    shown = np.concatenate(list(medians.values()))
+    shown = shown[np.isfinite(shown) & (shown > 0)]
+    # the y range is the measured one: a prediction rho^k leaves it (or the float range) in a few steps
+    low, high = (shown.min() / 10, min(shown.max(), 1e99) * 10) if shown.size else (1e-30, 1e30)
     for label in labels:
-        med = ds.variance.sel({METHOD_DIM: label}).median("seed")
-        k = ds.epoch.values * per_epoch
-        ax.plot(k, med.values, color=pal.colors[label], gid=label, label=pal.names[label])
-        ax.plot(k, float(med[0]) * rows[label]["predicted"] ** k, "--", color=pal.colors[label], lw=0.8)
         r = rows[label]
+        ax.plot(k, medians[label], color=pal.colors[label], gid=label, label=pal.names[label])
+        with np.errstate(divide="ignore"):
+            log_prediction = np.log(medians[label][0]) + k * np.log(r["predicted"])
+        inside = (log_prediction >= np.log(low)) & (log_prediction <= np.log(high))
+        ax.plot(k, np.where(inside, np.exp(np.where(inside, log_prediction, 0.0)), np.nan), "--",
+                color=pal.colors[label], lw=0.8)
         err = [[r["measured"] - r["low"]], [r["high"] - r["measured"]]] if np.isfinite(r["low"]) else None
         bx.errorbar([r["predicted"]], [r["measured"]], yerr=err, fmt="o", color=pal.colors[label], gid=label)
-    medians = np.concatenate([ds.variance.sel({METHOD_DIM: lb}).median("seed").values for lb in labels])
-    shown = medians[np.isfinite(medians) & (medians > 0)]
-    ax.set(yscale="log", xlabel="iteration k", ylabel=_label(ds, "variance"))
-    if shown.size:  # the predictions fall far below what rounding lets the variance reach
-        ax.set_ylim(shown.min() / 10, shown.max() * 10)
-    values = [v for r in rows.values() for v in (r["predicted"], r["measured"]) if np.isfinite(v)]
+    ax.set(yscale="log", xlabel="iteration k", ylabel=_label(ds, "variance"), ylim=(low, high))
+    values = [v for r in rows.values() if np.isfinite(r["measured"]) for v in (r["predicted"], r["measured"])]
     if values:
         lo, hi = min(values), max(values)
-        pad = 0.05 * (hi - lo or 1.0)
-        span = (lo - pad, hi + pad)
+        if hi / lo > 10:  # an isotropic rho of D sigma^2 dt beside factors near 1
+            bx.set(xscale="log", yscale="log")
+            span = (lo / 1.2, hi * 1.2)
+        else:
+            pad = 0.05 * (hi - lo or 1.0)
+            span = (lo - pad, hi + pad)
         bx.plot(span, span, ":", color="k", lw=1)
         bx.axvline(1.0, color="0.6", lw=0.8)
         bx.axhline(1.0, color="0.6", lw=0.8)

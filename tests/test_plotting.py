@@ -291,3 +291,18 @@ def test_variance_factor_is_measured_exactly_without_noise_and_drawn(tmp_path):
     plot_dataset(ds, tmp_path)
     assert (tmp_path / "vf_variance_factor.png").exists()
     assert "| quiet | anisotropic | 0 | 0.64 | holds | holds | 0.64" in (tmp_path / "vf_summary.md").read_text()
+
+
+def test_a_blown_up_run_is_clipped_not_fatal(tmp_path):
+    """A run whose variance overflows and whose test risk reaches 1e80 must not break the figures: the
+    variance figure keeps the measured range, the risk figure clips at 1e3 x the initial risk."""
+    methods = {"calm": {"method": "cbo", "sigma_squared": 1.0, "noise": "anisotropic"},
+               "wild": {"method": "cbo", "sigma_squared": 1.6, "noise": "isotropic"}}
+    ds = make_dataset(methods, epochs=6)
+    ds["variance"].loc[{METHOD_DIM: "wild"}] = np.array([1.0, 1e100, 1e250, np.inf, np.inf, np.inf, np.inf])
+    ds["test_risk"].loc[{METHOD_DIM: "wild"}] = 1e80
+    paths = plot_dataset(ds, tmp_path, figures=["variance_factor", "risk"])
+    assert all(p.stat().st_size > 0 for p in paths)
+    fig = plotting.plot_risk(ds)
+    assert fig.axes[0].get_ylim()[1] <= 1e3 * float(ds.train_risk.isel(epoch=0).median("seed").max()) * (1 + 1e-9)
+    assert "clipped at 1e3 x the initial risk" in texts(fig)
