@@ -704,10 +704,13 @@ def plot_dataset(ds, out_dir, name=None, figures=None):
     before writing anything, for a requested figure that is unknown or that the dataset cannot
     support (``fits`` of MNIST, say).
     """
+    name = name or ds.attrs["study"]
+    if name != ds.attrs["study"]:  # a run written under another name (--out, --set) says so in its titles
+        ds = ds.copy()
+        ds.attrs["study"] = f"{name} (study {ds.attrs['study']})"
     jobs = _jobs(ds, figures)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    name = name or ds.attrs["study"]
     paths = []
     for suffix, plot in jobs:
         fig = plot()

@@ -306,3 +306,11 @@ def test_a_blown_up_run_is_clipped_not_fatal(tmp_path):
     fig = plotting.plot_risk(ds)
     assert fig.axes[0].get_ylim()[1] <= 1e3 * float(ds.train_risk.isel(epoch=0).median("seed").max()) * (1 + 1e-9)
     assert "clipped at 1e3 x the initial risk" in texts(fig)
+
+
+def test_a_result_written_under_another_name_says_its_study(tmp_path):
+    ds = make_dataset(SINE)
+    plot_dataset(ds, tmp_path, name="renamed", figures=["risk"])
+    assert (tmp_path / "renamed_summary.md").read_text().startswith("renamed (study toy): after 4 epochs")
+    plot_dataset(ds, tmp_path, figures=["risk"])
+    assert (tmp_path / "toy_summary.md").read_text().startswith("toy: after 4 epochs")
