@@ -3,10 +3,10 @@
 import textwrap
 
 import numpy as np
+from test_idx import mnist_dir
 
 from meanfield.cli import main
 from meanfield.schema import open_dataset
-from test_idx import mnist_dir
 
 STUDY = textwrap.dedent("""
     name = "tiny_mnist"
@@ -75,5 +75,6 @@ def test_mnist_study_end_to_end(tmp_path, capsys):
         # chance is 0.1; 0.25 is 3 binomial standard errors above it on 40 held-out images
         assert ds.test_accuracy.sel({"method_label": label})[0, -1] > 0.25, label
     assert main(["plot", str(out), "--out-dir", str(tmp_path / "figs")]) == 0
-    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == ["tiny_mnist_accuracy.png", "tiny_mnist_instability.png", "tiny_mnist_risk.png",
-                     "tiny_mnist_risk_vs_cost.png", "tiny_mnist_summary.md"]
+    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == [
+        "tiny_mnist_accuracy.png", "tiny_mnist_instability.png", "tiny_mnist_risk.png",
+        "tiny_mnist_risk_vs_cost.png", "tiny_mnist_summary.md", "tiny_mnist_variance_factor.png"]
