@@ -28,7 +28,8 @@ import xarray as xr
 
 from meanfield.rates import fit_rate, log_slope
 
-__all__ = ["INDEXED_METHODS", "THEORY", "WEAK_VARIABLES", "analysis_epochs", "excess_risk", "weak_rows", "weak_table", "network_outputs", "neuron_spread", "observable", "rate_rows", "rate_table",
+__all__ = ["INDEXED_METHODS", "THEORY", "WEAK_VARIABLES", "analysis_epochs", "excess_risk", "weak_rows", "weak_table",
+           "network_outputs", "neuron_spread", "observable", "rate_rows", "rate_table",
            "strong_errors"]
 
 # methods whose reported network keeps neuron indices across runs (its parameters compare neuron by neuron)
@@ -240,7 +241,9 @@ def rate_table(ds, dim, reference="largest"):
         else:
             verdict = "faster" if fit.high < expected else "slower"
         ess = row["ess_largest"]
-        cells = [row["method"], row["observable"], str(row["epoch"]), f"{fit.slope:.2f} [{fit.low:.2f}, {fit.high:.2f}]",
-                 "-" if theory is None else f"{theory:g}", "-" if expected is None else f"{expected:.2f}", verdict, "-" if not np.isfinite(ess) else f"{ess:.3g}"]
+        cells = [row["method"], row["observable"], str(row["epoch"]),
+                 f"{fit.slope:.2f} [{fit.low:.2f}, {fit.high:.2f}]",
+                 "-" if theory is None else f"{theory:g}", "-" if expected is None else f"{expected:.2f}", verdict,
+                 "-" if not np.isfinite(ess) else f"{ess:.3g}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

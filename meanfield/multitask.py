@@ -10,9 +10,9 @@ and particle n drifts and diffuses toward the consensus of its task p(n) (eq. 27
 vectorised ensemble, the baseline with the same number of risk evaluations per task.
 """
 
+import math
 from dataclasses import dataclass
 from typing import Any
-import math
 
 import array_api_compat
 

@@ -24,8 +24,17 @@ from meanfield.convergence import has_target
 from meanfield.network import TwoLayerNetwork
 from meanfield.problems import make_problem
 from meanfield.rates import fit_rate
-from meanfield.results import (SWEEP_DIMS, _decay_factor, instability, last_recorded, plural,
-                               recorded_labels, summary_table, sweep_finals, variance_factors)
+from meanfield.results import (
+    SWEEP_DIMS,
+    _decay_factor,
+    instability,
+    last_recorded,
+    plural,
+    recorded_labels,
+    summary_table,
+    sweep_finals,
+    variance_factors,
+)
 from meanfield.schema import FIGURES, METHOD_DIM, VARIABLES
 
 __all__ = ["STYLE", "KIND_COLORS", "method_colors", "plot_risk", "plot_fits", "plot_task_risk", "plot_task_fits",

@@ -34,8 +34,16 @@ from meanfield.multitask import MultiTaskCBO, task_assignment
 from meanfield.network import TwoLayerNetwork
 from meanfield.otcbo import OTCBO, MultiTaskOTCBO
 from meanfield.problems import _PROBLEMS, make_problem
-from meanfield.schema import (FIGURES, METHOD_DIM, VARIABLES, ResultFileError, apply_schema, global_attrs,
-                              open_dataset, write_dataset)
+from meanfield.schema import (
+    FIGURES,
+    METHOD_DIM,
+    VARIABLES,
+    ResultFileError,
+    apply_schema,
+    global_attrs,
+    open_dataset,
+    write_dataset,
+)
 from meanfield.train import check_schedule_range, train
 
 __all__ = ["Study", "StudyError", "StudyInterrupted", "load_study", "run_study", "dry_run", "check_output",

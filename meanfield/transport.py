@@ -435,8 +435,9 @@ def w2_squared(
     - ``"sinkhorn"``: :math:`\langle P_\varepsilon, C\rangle` with :math:`P_\varepsilon` the entropic
       plan :math:`\arg\min_P \langle P, C\rangle - \varepsilon H(P)`, computed by log-stabilised
       Sinkhorn steps and then Newton's method on the semi-dual, which converges quadratically
-      where Sinkhorn alone stalls at small reg. ``reg`` is relative: :math:`\varepsilon = \mathrm{reg}\cdot\mathrm{mean}(C)`, the
-      mean squared distance between an atom of x and an atom of y. The value is an upper bound of
+      where Sinkhorn alone stalls at small reg. ``reg`` is relative:
+      :math:`\varepsilon = \mathrm{reg}\cdot\mathrm{mean}(C)`, the mean squared distance between an
+      atom of x and an atom of y. The value is an upper bound of
       the exact :math:`W_2^2` and tends to it as reg -> 0.
 
     Parameters

@@ -517,7 +517,8 @@ def plot(ds, method, path):
             ax.axhline(tol, color="0.5", lw=0.8, ls="--")
             ax.text(lep[-1], tol, f" {tol:g}", va="bottom", ha="right", fontsize=7, color="0.4")
         ax.axvspan(0.5, assert_epochs + 0.5, color="0.85", alpha=0.5, lw=0, label="asserted epochs")
-        ax.set(yscale="log", xlabel="epoch", ylabel=r"max $|\theta - \theta_{\rm meanfield}|$ / max $|\theta_{\rm meanfield}|$",
+        ax.set(yscale="log", xlabel="epoch",
+               ylabel=r"max $|\theta - \theta_{\rm meanfield}|$ / max $|\theta_{\rm meanfield}|$",
                title=f"(a) step for step, seed {LOCKSTEP_SEED}, same draws")
         ax.legend(loc="upper left", fontsize=7)
 

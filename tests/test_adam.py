@@ -44,7 +44,8 @@ def test_quick_adam_run_lowers_the_risk():
 
 def test_diverging_run_stops_and_keeps_what_it_recorded():
     with pytest.warns(RuntimeWarning, match=r"adam \(seed 0\) diverged in epoch \d+"):
-        ds = train(Adam(lr=1e200, batch_size=50), TwoLayerNetwork(1, 1, 5, activation="tanh"), sine(n_train=200, n_test=50), 6, seed=0)
+        ds = train(Adam(lr=1e200, batch_size=50), TwoLayerNetwork(1, 1, 5, activation="tanh"),
+                   sine(n_train=200, n_test=50), 6, seed=0)
     bad = int(ds.diverged_epoch)
     assert 1 <= bad <= 6
     assert np.all(np.isfinite(ds.train_risk[:bad]))
@@ -62,7 +63,8 @@ def test_invalid_hyper_parameters_name_the_parameter():
 def test_a_non_finite_initial_state_is_a_divergence_at_epoch_0():
     # a run whose initial risk already overflows is not trained, and says so with epoch 0
     with pytest.warns(RuntimeWarning, match=r"diverged at initialisation"):
-        ds = train(Adam(lr=0.1, batch_size=50, init_scale=1e200), TwoLayerNetwork(1, 1, 5), sine(n_train=100, n_test=20),
+        ds = train(Adam(lr=0.1, batch_size=50, init_scale=1e200), TwoLayerNetwork(1, 1, 5),
+                   sine(n_train=100, n_test=20),
                    3, seed=0)
     assert int(ds.diverged_epoch) == 0
     assert np.isnan(ds.train_risk[1:]).all()

@@ -8,7 +8,7 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy.special import softmax
 
-from meanfield import CBO, TwoLayerNetwork, gibbs_weights, consensus_point, sine, train
+from meanfield import CBO, TwoLayerNetwork, consensus_point, gibbs_weights, sine, train
 from meanfield.cbo import cbo_update
 from meanfield.noise import AnisotropicNoise, IsotropicNoise
 

@@ -28,7 +28,8 @@ def test_gamma_one_is_independent_adam_runs():
 
 def test_gamma_zero_is_cbo():
     kwargs = dict(dt=0.1, drift=1.0, sigma_squared=1.6, alpha=1e4, **COMMON)
-    a, b = train(HybridCBOAdam(gamma=0.0, **kwargs), NET, PROBLEM, 3, seed=5), train(CBO(**kwargs), NET, PROBLEM, 3, seed=5)
+    a = train(HybridCBOAdam(gamma=0.0, **kwargs), NET, PROBLEM, 3, seed=5)
+    b = train(CBO(**kwargs), NET, PROBLEM, 3, seed=5)
     for var in ("train_risk", "best_particle_risk", "variance"):
         assert_array_equal(a[var], b[var])
     assert_array_equal(a.final_params, b.final_params)

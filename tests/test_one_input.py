@@ -5,10 +5,10 @@ import re
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
+from test_network import central_differences
 
 from meanfield import one_input
 from meanfield.network import TwoLayerNetwork
-from test_network import central_differences
 
 
 def dense_and(evaluation, n_outputs=1, n_neurons=9, activation="relu", loss="mse", dtype="float64"):

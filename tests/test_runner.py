@@ -10,11 +10,11 @@ import textwrap
 import numpy as np
 import pytest
 import xarray as xr
+from test_study import TINY
 
 from meanfield import __version__
 from meanfield.cli import main
 from meanfield.schema import VARIABLES, open_dataset, write_dataset
-from test_study import TINY
 
 # OT-CBO with every setting but the sizes left at its defaults
 MIXED = TINY.replace("[quick]", textwrap.dedent("""
@@ -121,7 +121,8 @@ def test_a_damaged_cell_is_named_set_aside_and_recomputed(tiny, tmp_path, damage
     first = open_dataset(out)
     cell = tmp_path / "tiny.nc.cells" / "cbo-seed1.nc"
     data = cell.read_bytes()
-    cell.write_bytes({"truncate": data[: len(data) // 2], "empty": b"", "garbage": b"\x89HDF\r\n\x1a\nnonsense"}[damage])
+    garbage = b"\x89HDF\r\n\x1a\nnonsense"
+    cell.write_bytes({"truncate": data[: len(data) // 2], "empty": b"", "garbage": garbage}[damage])
     capsys.readouterr()
     assert run(tiny, out) == 0
     err = capsys.readouterr().err

@@ -11,7 +11,7 @@ import xarray as xr
 from meanfield import __version__
 from meanfield.cli import main
 from meanfield.schema import open_dataset
-from meanfield.study import StudyError, Study, load_study
+from meanfield.study import Study, StudyError, load_study
 
 TINY = textwrap.dedent("""
     name = "tiny"
@@ -109,7 +109,8 @@ def test_quick_applies_overrides(study_file):
     (("n_particles = 6", "n_particles = -6"), r"\[methods.cbo\]: n_particles must be >= 1, got -6"),
     (("dt = 0.1", "dt = 0.0"), r"\[methods.cbo\]: dt must be in \(0, inf\], got 0"),
     (("dt = 0.1", "step = 0.1"), r"unknown key\(s\) \['step'\] in \[methods.cbo\]; allowed: .*'dt'"),
-    (('method = "adam"', 'method = "sgd"'), r"method must be one of \['adam', 'cbo', 'hybrid', 'multitask', 'multitask_otcbo', 'otcbo'\]"),
+    (('method = "adam"', 'method = "sgd"'),
+     r"method must be one of \['adam', 'cbo', 'hybrid', 'multitask', 'multitask_otcbo', 'otcbo'\]"),
     (("n_neurons = 4", "n_neurons = 0"), r"\[network\]: n_neurons must be an integer >= 1"),
     (("n_test = 30", "n_tests = 30"), r"unknown key\(s\) \['n_tests'\] in \[problem\]"),
     (("epochs = 3", "epochs = -1"), r"epochs must be >= 1, got -1"),

@@ -262,7 +262,8 @@ def test_exact_result_maps_assignment_and_objective_are_consistent():
     assert_allclose(per_measure, w2_squared(x, res.support), rtol=1e-12)  # maps are optimal
     assert_allclose(res.objective, 0.5 * beta @ per_measure, rtol=1e-14)
     assert_allclose(res.objective, variance(x, res.support, beta), rtol=1e-14)
-    # At the fixed point the support is the weighted mean of the matched atoms (the first-order condition of the barycenter problem).
+    # At the fixed point the support is the weighted mean of the matched atoms (the first-order condition of
+    # the barycenter problem).
     inverse = np.argsort(res.assignment, axis=1)
     assert_allclose(res.support, np.einsum("n,nmd->md", beta, x[np.arange(7)[:, None], inverse]),
                     atol=1e-12)
