@@ -81,8 +81,8 @@ def _augment(c, v, row_of_col, col_of_row, start, dist, pred, cols, reached):
     those settled before the last batch get new potentials, and the path is flipped into the
     matching. ``cols[:lo]`` are the scanned columns, ``cols[lo:hi]`` the settled ones waiting. A
     settled column's distance is -inf, so the relaxation runs over whole rows in order with no
-    test per column and vectorises (2x faster at M = 500 than visiting the unsettled columns
-    through an index list)."""
+    test per column and vectorises, which beats visiting the unsettled columns through an index
+    list (docs/benchmarks.md)."""
     m = c.shape[0]
     for j in range(m):
         pred[j] = start
@@ -124,7 +124,7 @@ def _augment(c, v, row_of_col, col_of_row, start, dist, pred, cols, reached):
 @numba.njit(cache=True, nogil=True, inline="always")
 def _row_min(c_row, v):
     """min_j c_row[j] - v[j], with four running minima: one is a chain of dependent min
-    instructions, four run in parallel (3.4x faster at M = 500; the result is the same)."""
+    instructions, four run in parallel (the result is the same; docs/benchmarks.md)."""
     m = v.shape[0]
     b0 = b1 = b2 = b3 = np.inf
     j = 0

@@ -243,7 +243,7 @@ class TwoLayerNetwork:
         """h = sigma(w.x + b) of a block of B networks, shape (S, B, M), from x_aug = [x | 1] (S, d + 1).
 
         The first layer of all B networks is ONE matrix product (S, d + 1) @ (d + 1, B M): the inputs
-        are read once per block, not once per network (8x faster on MNIST than a batched product).
+        are read once per block, not once per network, which beats a batched product (docs/benchmarks.md).
         """
         xp = namespace(theta)
         B, M = theta.shape[0], self.n_neurons

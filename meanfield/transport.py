@@ -273,16 +273,15 @@ def _logsumexp(xp, z, axis):
 _SINKHORN_CHECK_EVERY = 10
 # Scaling steps stop and Newton's method takes over once every marginal L1 error is below this, or
 # after _SINKHORN_SWEEPS steps. Newton converges quadratically only close to the solution; scaling
-# steps get there cheaply (measured on OT-CBO measures at reg = 0.01, M = 50: 20-50 scaling steps
-# then Newton reached 1e-9 in 0.3 s, where 3000 scaling steps alone left 2e-4).
+# steps get there cheaply (docs/benchmarks.md has the measurement).
 _NEWTON_SWITCH = 1e-2
 _SINKHORN_SWEEPS = 50
 # Plan entries (measures x M x K) solved at a time by the entropic solvers. A block's Sinkhorn-Newton
 # solve keeps about a dozen arrays of this size alive (cost, kernel, plan, Newton's couplings and
-# Laplacians, the line search's temporaries): 2**21 float64 entries bound that near 200 MiB,
-# whatever N. Blocks are independent plan problems but for the scaling phase, which stops when
-# the worst plan of its block is close enough for Newton's method, so the block size (and not
-# ``workers``) sets the iterates, within ``sinkhorn_tol``.
+# Laplacians, the line search's temporaries): 2**21 float64 entries bound its memory whatever N.
+# Blocks are independent plan problems but for the scaling phase, which stops when the worst plan of
+# its block is close enough for Newton's method, so the block size (and not ``workers``) sets the
+# iterates, within ``sinkhorn_tol``.
 _SINKHORN_BLOCK_ENTRIES = 2**21
 
 
@@ -630,7 +629,7 @@ def _exact_step(xp, x1, x_sq, support, workers, warm):
 
     The assignment only needs |y_j|^2 - 2 x_i.y_j (|x_i|^2 is constant along a row), which is one
     product [x, 1] @ [-2 y, |y|^2]^T with ``x1`` = [x, 1] (B, M, D + 1) built once per solve (at
-    small D, 3x faster than forming the terms separately), per block of measures. W2^2 is the
+    small D faster than forming the terms separately), per block of measures. W2^2 is the
     optimal cost plus ``x_sq`` = sum_i |x_i|^2. ``warm``: the (potentials, permutations) of the
     last step, overwritten. The assignments run on the host: the blocks' costs go there, and only
     (B, M) results come back."""
