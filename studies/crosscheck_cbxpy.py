@@ -522,20 +522,21 @@ def plot(ds, method, path):
                title=f"(a) step for step, seed {LOCKSTEP_SEED}, same draws")
         ax.legend(loc="upper left", fontsize=7)
 
+        def bands(ax, var, names):
+            for name in names:
+                q1, med, q3 = quartiles(ds[var].sel(implementation=name).values.T)
+                ax.fill_between(ep, q1, q3, color=COLORS[name], alpha=0.15, lw=0)
+                ax.plot(ep, med, STYLES[name], color=COLORS[name],
+                        label=name if name != "adam" else "adam (reference)")
+
         ax = axes[1]
-        for name in IMPLEMENTATIONS:
-            q1, med, q3 = quartiles(ds["train_risk"].sel(implementation=name).values.T)
-            ax.fill_between(ep, q1, q3, color=COLORS[name], alpha=0.15, lw=0)
-            ax.plot(ep, med, STYLES[name], color=COLORS[name], label=name if name != "adam" else "adam (reference)")
+        bands(ax, "train_risk", IMPLEMENTATIONS)
         ax.set(yscale="log", xlabel="epoch", ylabel="training risk of the consensus",
                title=f"(b) median and quartiles over {seeds} seed{'s' * (seeds > 1)}")
         ax.legend(loc="upper right", fontsize=7)
 
         ax = axes[2]
-        for name in CBOS:
-            q1, med, q3 = quartiles(ds["variance"].sel(implementation=name).values.T)
-            ax.fill_between(ep, q1, q3, color=COLORS[name], alpha=0.15, lw=0)
-            ax.plot(ep, med, STYLES[name], color=COLORS[name], label=name)
+        bands(ax, "variance", CBOS)
         ax.set(yscale="log", xlabel="epoch", ylabel="ensemble variance (sum over components)",
                title="(c) median and quartiles over seeds")
         ax.legend(loc="upper right", fontsize=7)
