@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from meanfield._array import namespace, to_numpy
+from meanfield._array import namespace
 from meanfield._validate import check_bool, check_float, check_int
 from meanfield.consensus import consensus_point, effective_sample_size, gibbs_weights
 from meanfield.noise import AdditiveNoise, AnisotropicNoise, IsotropicNoise, NormalDraws, make_noise
@@ -146,8 +146,7 @@ class CBO:
 
     def step(self, state, network, x, y, epoch, rng):
         risks = network.risk(state.theta, x, y)
-        alpha = schedule_value(self.alpha, epoch, state.iteration,
-                               to_numpy(risks) if hasattr(self.alpha, "solve") else None)
+        alpha = schedule_value(self.alpha, epoch, state.iteration, risks)
         weights = gibbs_weights(risks, alpha)
         v = consensus_point(state.theta, weights)
         xi = self._normal(rng, state.theta)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from meanfield._array import to_numpy
 from meanfield._validate import check_number
 
 __all__ = ["Constant", "Step", "EffectiveSampleSize", "make_schedule"]
@@ -205,9 +206,9 @@ class EffectiveSampleSize:
 
 def schedule_value(schedule, epoch, iteration, risks=None):
     """The value of ``schedule`` at a step: by epoch, by iteration (its ``unit``), or solved from the
-    step's risks (:class:`EffectiveSampleSize`)."""
+    step's risks (:class:`EffectiveSampleSize`; only then are device risks copied to the host)."""
     if isinstance(schedule, EffectiveSampleSize):
-        return schedule.solve(risks)
+        return schedule.solve(to_numpy(risks))
     return schedule(iteration if schedule.unit == "iteration" else epoch)
 
 
