@@ -222,7 +222,7 @@ def _solve(c, potentials, assignment, inverse, warm):
 
 
 @numba.njit(cache=True, nogil=True)
-def _assign(cost, potentials, assignment, inverse, total, warm):
+def assign_in_place(cost, potentials, assignment, inverse, total, warm):
     """The unchecked, single-threaded core of :func:`linear_assignment`, in place: cost float64
     C-contiguous (B, M, M); potentials (B, M) float64 and assignment (B, M) intp are the warm start
     if ``warm`` and are overwritten by the result; inverse[b, j] gets the row matched to column j
@@ -327,6 +327,6 @@ def linear_assignment(cost, potentials=None, assignment=None, workers=1):
         assignment = np.zeros((batch, m), dtype=np.intp)
     inverse = np.empty((batch, m), dtype=np.intp)
     total = np.empty(batch)
-    in_blocks(lambda s: _assign(cost[s], potentials[s], assignment[s], inverse[s], total[s], warm),
+    in_blocks(lambda s: assign_in_place(cost[s], potentials[s], assignment[s], inverse[s], total[s], warm),
               batch, threads(workers), workers)
     return assignment, potentials

@@ -58,7 +58,7 @@ _TOP = {"name": True, "description": False, "epochs": True, "seeds": True, "root
 SWEEPS = {"n_neurons": "M", "n_particles": "N"}
 _NETWORK_SKIP = ("n_inputs", "n_outputs", "loss")  # taken from the problem
 # modules that only read datasets: editing them cannot change a cell, so they stay out of its key
-_READ_ONLY_MODULES = {"cli.py", "convergence.py", "plotting.py", "rates.py", "results.py"}
+_READ_ONLY_MODULES = {"cli", "convergence", "plotting", "rates", "results"}  # modules or packages
 
 
 class StudyError(ValueError):
@@ -401,9 +401,10 @@ def source_fingerprint():
     """Hash of the package's source files that can change a cell (all but the dataset readers)."""
     digest = hashlib.sha256()
     root = Path(__file__).parent
-    for path in sorted(root.glob("*.py")):
-        if path.name not in _READ_ONLY_MODULES:
-            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    for path in sorted(root.rglob("*.py")):
+        name = path.relative_to(root)
+        if name.parts[0].removesuffix(".py") not in _READ_ONLY_MODULES:
+            digest.update(name.as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 
 

@@ -11,6 +11,7 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 from meanfield import transport
+from meanfield.transport import barycenter, costs, distance, entropic, exact
 from meanfield.transport import (
     BarycenterResult,
     ExactBarycenter,
@@ -145,10 +146,10 @@ def test_newton_hessian_is_the_finite_difference_of_the_semidual_gradient():
     g = np.random.default_rng(1).standard_normal((1, 5))
 
     def grad(g):  # dF/dg = column-marginal residual 1/K - P^T 1, with rows exact
-        f, _ = transport._semi_dual(np, cost, eps, g)
+        f, _ = entropic.semi_dual(np, cost, eps, g)
         return 1 / 5 - np.exp((f[:, :, None] + g[:, None, :] - cost) / eps).sum(axis=1)
 
-    f, _ = transport._semi_dual(np, cost, eps, g)
+    f, _ = entropic.semi_dual(np, cost, eps, g)
     plan = np.exp((f[:, :, None] + g[:, None, :] - cost) / eps)[0]
     coupling = 6 * plan.T @ plan * (1 - np.eye(5))
     laplacian = np.diag(coupling.sum(axis=1)) - coupling
@@ -156,7 +157,7 @@ def test_newton_hessian_is_the_finite_difference_of_the_semidual_gradient():
     numeric = np.stack([(grad(g + h * unit[j]) - grad(g - h * unit[j]))[0] / (2 * h) for j in range(5)], axis=1)
     assert_allclose(numeric, -laplacian / eps[0], rtol=1e-6, atol=1e-9)
     # and grad F is the finite difference of F itself
-    semi = lambda g: transport._semi_dual(np, cost, eps, g)[1][0]  # noqa: E731
+    semi = lambda g: entropic.semi_dual(np, cost, eps, g)[1][0]  # noqa: E731
     numeric_grad = [(semi(g + h * unit[j]) - semi(g - h * unit[j])) / (2 * h) for j in range(5)]
     assert_allclose(numeric_grad, grad(g)[0], rtol=1e-6, atol=1e-10)
 
@@ -165,7 +166,7 @@ def test_sinkhorn_newton_converges_at_small_reg_and_matches_pot():
     cost = _near_tie_costs(2, 6, 12, 12)
     eps = 0.01 * cost.mean(axis=(1, 2))
     zeros = np.zeros((6, 12))
-    f, g, plan, converged, steps = transport._sinkhorn(np, cost, eps, zeros, zeros, 100, 1e-9)
+    f, g, plan, converged, steps = entropic.sinkhorn(np, cost, eps, zeros, zeros, 100, 1e-9)
     assert steps > 0
     assert converged
     # the optimality certificate of entropic OT: Gibbs form with both marginals right
@@ -186,8 +187,8 @@ def test_sinkhorn_newton_converges_at_small_reg_and_matches_pot():
             compared += 1
     assert compared >= 3
     # an iteration cap that stops before convergence is reported, and one that does not is not
-    assert not transport._sinkhorn(np, cost, eps, zeros, zeros, 3, 1e-9)[3]
-    assert transport._sinkhorn(np, cost, eps, zeros, zeros, 1, 2.0)[3]  # an L1 error is at most 2
+    assert not entropic.sinkhorn(np, cost, eps, zeros, zeros, 3, 1e-9)[3]
+    assert entropic.sinkhorn(np, cost, eps, zeros, zeros, 1, 2.0)[3]  # an L1 error is at most 2
 
 
 # --------------------------------------------------------------------------------------------------
@@ -291,7 +292,7 @@ def test_exact_max_iter_zero_workers_and_blocks_give_same_result(monkeypatch):
     assert_allclose(res0.objective, variance(x, init, beta), rtol=1e-13)
     one = ExactBarycenter().solve(x, beta, init)
     two = ExactBarycenter(workers=2).solve(x, beta, init)
-    monkeypatch.setattr(transport, "_BLOCK_ENTRIES", 1)  # every measure a block of its own
+    monkeypatch.setattr(exact, "BLOCK_ENTRIES", 1)  # every measure a block of its own
     blocks = ExactBarycenter().solve(x, beta, init)
     for other in (two, blocks):
         assert_array_equal(one.support, other.support)
@@ -482,7 +483,7 @@ def test_sinkhorn_barycenter_parameters_refuse_bools_non_numbers_and_non_finite(
 # atoms so large that the squared distances overflow
 # --------------------------------------------------------------------------------------------------
 
-_ROOT = Path(transport.__file__).resolve().parents[1]  # the subprocess imports this copy of meanfield
+_ROOT = Path(transport.__file__).resolve().parents[2]  # the subprocess imports this copy of meanfield
 _OVERFLOW_SETUP = (
     "import numpy as np\n"
     "from meanfield.transport import ExactBarycenter, SinkhornBarycenter, squared_distances, variance, w2_squared\n"
@@ -539,7 +540,7 @@ def test_sinkhorn_blocks_match_one_block_and_do_not_depend_on_workers(monkeypatc
     x, beta, init = _instance(70, 7, 9, 2)
     solver = SinkhornBarycenter(reg=0.1, max_iter=6, tol=0.0)
     one = solver.solve(x, beta, init)
-    monkeypatch.setattr(transport, "_SINKHORN_BLOCK_ENTRIES", 1)  # every measure a block of its own
+    monkeypatch.setattr(entropic, "BLOCK_ENTRIES", 1)  # every measure a block of its own
     blocks = solver.solve(x, beta, init)
     threaded = SinkhornBarycenter(reg=0.1, max_iter=6, tol=0.0, workers=2).solve(x, beta, init)
     assert blocks.n_iter == one.n_iter == 6  # tol = 0: the same number of updates
@@ -568,7 +569,7 @@ def test_sinkhorn_blocks_bound_the_memory(monkeypatch):
             tracemalloc.stop()
 
     whole = peak()
-    monkeypatch.setattr(transport, "_SINKHORN_BLOCK_ENTRIES", 60 * 60)
+    monkeypatch.setattr(entropic, "BLOCK_ENTRIES", 60 * 60)
     assert whole > 5 * 40 * 60 * 60 * 8  # several (N, M, K) float64 arrays alive at once
     assert peak() < whole / 5
 
@@ -609,22 +610,22 @@ def test_sinkhorn_started_from_column_potentials_alone(move, monkeypatch):
     moved = cost(x + move * rng.standard_normal(x.shape))
     eps = 0.05 * moved.mean(axis=(1, 2))
     zeros = np.zeros((6, 30)), np.zeros((6, 30))
-    g = transport._sinkhorn(np, cost(x), eps, *zeros, 1000, 1e-12)[1]
+    g = entropic.sinkhorn(np, cost(x), eps, *zeros, 1000, 1e-12)[1]
     newton_steps = []
-    newton = transport._newton
+    newton = entropic.newton
 
     def spy(*args):
         out = newton(*args)
         newton_steps.append(out[4])
         return out
 
-    monkeypatch.setattr(transport, "_newton", spy)
-    f_w, g_w, plan, converged, warm = transport._sinkhorn(np, moved, eps, None, g, 1000, 1e-9)
-    cold = transport._sinkhorn(np, moved, eps, *zeros, 1000, 1e-9)[4]
+    monkeypatch.setattr(entropic, "newton", spy)
+    f_w, g_w, plan, converged, warm = entropic.sinkhorn(np, moved, eps, None, g, 1000, 1e-9)
+    cold = entropic.sinkhorn(np, moved, eps, *zeros, 1000, 1e-9)[4]
     assert converged and np.abs(plan.sum(axis=1) - 1 / 30).sum(axis=1).max() <= 1e-9
     assert_allclose(plan, np.exp((f_w[:, :, None] + g_w[:, None, :] - moved) / eps[:, None, None]), rtol=1e-12)
     if move == 0.3:
-        assert warm - newton_steps[0] >= 6 * transport._SINKHORN_CHECK_EVERY  # scaling steps taken
+        assert warm - newton_steps[0] >= 6 * entropic.CHECK_EVERY  # scaling steps taken
         assert newton_steps[0] <= newton_steps[1] + 6  # at most one more Newton step per plan
     else:
         assert warm < cold and newton_steps[0] <= newton_steps[1]
@@ -652,13 +653,13 @@ def test_sinkhorn_warm_start_must_be_a_matching_sinkhorn_result():
 
 def test_w2_blocks_and_workers_give_the_same_distances(monkeypatch):
     x, _, y = _instance(74, 6, 8, 3)
-    exact, entropic = w2_squared(x[:, None], x[None]), w2_squared(x, y, "sinkhorn", reg=0.2)
-    monkeypatch.setattr(transport, "_BLOCK_ENTRIES", 1)
-    monkeypatch.setattr(transport, "_SINKHORN_BLOCK_ENTRIES", 1)
-    assert_array_equal(w2_squared(x[:, None], x[None]), exact)  # exact: block-independent
-    assert_array_equal(w2_squared(x[:, None], x[None], workers=2), exact)
+    exact_w2, entropic_w2 = w2_squared(x[:, None], x[None]), w2_squared(x, y, "sinkhorn", reg=0.2)
+    monkeypatch.setattr(exact, "BLOCK_ENTRIES", 1)
+    monkeypatch.setattr(entropic, "BLOCK_ENTRIES", 1)
+    assert_array_equal(w2_squared(x[:, None], x[None]), exact_w2)  # exact: block-independent
+    assert_array_equal(w2_squared(x[:, None], x[None], workers=2), exact_w2)
     blocked = w2_squared(x, y, "sinkhorn", reg=0.2)
-    assert_allclose(blocked, entropic, rtol=1e-9)
+    assert_allclose(blocked, entropic_w2, rtol=1e-9)
     assert_array_equal(w2_squared(x, y, "sinkhorn", reg=0.2, workers=2), blocked)
 
 
@@ -676,13 +677,14 @@ def test_solves_run_blas_on_one_thread_and_give_the_same_results(monkeypatch):
     with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
         before = blas_threads()
         seen = []
-        check = transport._check_cost_scale  # called by every solve before its costs
+        check = costs.check_cost_scale  # called by every solve before its costs
 
         def spy(*args, **kwargs):
             seen.append(blas_threads())
             return check(*args, **kwargs)
 
-        monkeypatch.setattr(transport, "_check_cost_scale", spy)
+        for module in (barycenter, costs):
+            monkeypatch.setattr(module, "check_cost_scale", spy)
         limited = [solver.solve(x, beta, init) for solver in solvers]
         w2 = w2_squared(x, init, "sinkhorn", reg=0.1)
         assert len(seen) >= 3 and all(threads == [1] * len(before) for threads in seen)
@@ -690,7 +692,8 @@ def test_solves_run_blas_on_one_thread_and_give_the_same_results(monkeypatch):
         with pytest.raises(FloatingPointError):
             solvers[1].solve(x * 1e200, beta, init * 1e200)
         assert blas_threads() == before
-        monkeypatch.setattr(transport, "_one_blas_thread", lambda xp: contextlib.nullcontext())
+        for module in (barycenter, distance):
+            monkeypatch.setattr(module, "one_blas_thread", lambda xp: contextlib.nullcontext())
         free = [solver.solve(x, beta, init) for solver in solvers]
         assert_array_equal(w2_squared(x, init, "sinkhorn", reg=0.1), w2)
     for a, b in zip(limited, free):
