@@ -10,60 +10,17 @@ the consensus :math:`V = \sum_n \beta_n \theta_n` and moves every particle by (e
 where :math:`\mathcal{N}` is the noise strategy (anisotropic: componentwise product).
 """
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from meanfield._array import namespace
 from meanfield._validate import check_bool, check_float, check_int
-from meanfield.consensus import consensus_point, effective_sample_size, gibbs_weights
-from meanfield.noise import AdditiveNoise, AnisotropicNoise, IsotropicNoise, NormalDraws, make_noise
-from meanfield.schedules import make_schedule, schedule_value
+from meanfield.consensus import consensus_point, effective_sample_size
+from meanfield.method import ConsensusMethod
+from meanfield.noise import make_noise
+from meanfield.schedules import make_schedule
 
-__all__ = ["CBO", "CBOState", "cbo_update"]
-
-
-def cbo_update(theta, consensus, dt, drift, sigma, noise, xi):
-    """One CBO move of every particle toward ``consensus`` (eq. 21).
-
-    Parameters
-    ----------
-    theta : array, shape (N, ...)
-    consensus : array, shape (...)
-    dt, drift, sigma : float
-        Time step, drift rate lambda and noise rate sigma (not squared).
-    noise : callable
-        Noise strategy ``noise(diff, xi)``.
-    xi : array, shape (N, ...)
-        Standard normal draws. numpy arrays of theta's dtype are used as scratch (overwritten)
-        with the built-in noise strategies, so the step allocates no temporaries beyond the result;
-        the result is bit for bit that of the plain expression.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from meanfield.noise import AnisotropicNoise
-    >>> cbo_update(np.array([[2.0], [4.0]]), np.array([0.0]), 0.1, 1.0, 0.0, AnisotropicNoise(),
-    ...            np.zeros((2, 1)))
-    array([[1.8],
-           [3.6]])
-    """
-    diff = theta - consensus
-    if not (isinstance(diff, np.ndarray) and isinstance(xi, np.ndarray) and xi.dtype == diff.dtype
-            and type(noise) in _IN_PLACE):
-        return theta - (drift * dt) * diff + (sigma * math.sqrt(dt)) * noise(diff, xi)
-    # theta - (drift dt) diff + (sigma sqrt(dt)) noise, each product and sum as in that expression
-    step = noise(diff, xi, out=xi)
-    step *= sigma * math.sqrt(dt)
-    diff *= drift * dt
-    out = theta - diff
-    out += step
-    return out
-
-
-_IN_PLACE = (AnisotropicNoise, IsotropicNoise, AdditiveNoise)
+__all__ = ["CBO", "CBOState"]
 
 
 @dataclass
@@ -79,7 +36,7 @@ class CBOState:
     iteration: int = 0
 
 
-class CBO:
+class CBO(ConsensusMethod):
     r"""Finite CBO with Gibbs-weighted consensus, drift and multiplicative noise.
 
     Parameters
@@ -119,10 +76,10 @@ class CBO:
     """
 
     name = "cbo"
-    passes = 1  # network passes over a minibatch per step: the risks (costs compare methods, see train)
 
     def __init__(self, n_particles=100, dt=0.1, drift=1.0, sigma_squared=1.0, alpha=1e5,
                  noise="anisotropic", batch_size=100, init_scale=1.0, require_decay=False):
+        super().__init__()
         self.n_particles = check_int("n_particles", n_particles, low=1)
         self.dt = check_float("dt", dt, low=0, low_open=True)
         self.drift = check_float("drift", drift, low=0, low_open=True)
@@ -132,7 +89,6 @@ class CBO:
         self.batch_size = check_int("batch_size", batch_size, low=1)
         self.init_scale = check_float("init_scale", init_scale, low=0, low_open=True)
         self.require_decay = check_bool("require_decay", require_decay)
-        self._normal = NormalDraws()
 
     def init(self, network, rng):
         if self.require_decay and hasattr(self.noise, "decay_bound"):
@@ -144,14 +100,12 @@ class CBO:
                 )
         return CBOState(network.init(self.n_particles, self.init_scale, rng))
 
-    def step(self, state, network, x, y, epoch, rng):
-        risks = network.risk(state.theta, x, y)
-        alpha = schedule_value(self.alpha, epoch, state.iteration, risks)
-        weights = gibbs_weights(risks, alpha)
-        v = consensus_point(state.theta, weights)
-        xi = self._normal(rng, state.theta)
-        theta = cbo_update(state.theta, v, self.dt, self.drift, math.sqrt(self.sigma_squared), self.noise, xi)
-        return CBOState(theta, risks, v, weights, alpha, state.iteration + 1)
+    def targets(self, state, step):
+        step.consensus = consensus_point(state.theta, step.weights)
+        return step.consensus
+
+    def advance(self, state, theta, step):
+        return CBOState(theta, step.risks, step.consensus, step.weights, step.alpha, state.iteration + 1)
 
     def report(self, state):
         """The network a CBO run stands for: the consensus of the last step (the mean before it)."""

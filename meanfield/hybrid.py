@@ -11,13 +11,13 @@ arranged so both limits reproduce those methods bit for bit with the same seeds.
 
 import math
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 from meanfield._array import namespace
 from meanfield._validate import check_float
 from meanfield.adam import adam_direction
-from meanfield.cbo import CBO, cbo_update
-from meanfield.consensus import consensus_point, gibbs_weights
+from meanfield.cbo import CBO
 from meanfield.schedules import require_epoch_schedule
 
 __all__ = ["HybridCBOAdam", "HybridState"]
@@ -32,6 +32,11 @@ class HybridState:
     risks: Any = None
     consensus: Any = None
     weights: Any = None
+
+    @property
+    def iteration(self):
+        """Steps done (Adam's step count k)."""
+        return self.k
 
 
 class HybridCBOAdam(CBO):
@@ -66,17 +71,19 @@ class HybridCBOAdam(CBO):
         xp = namespace(theta)
         return HybridState(theta, xp.zeros_like(theta), xp.zeros_like(theta))
 
-    def step(self, state, network, x, y, epoch, rng):
+    def risks(self, state, network, x, y):
         risks, grad = network.risk_and_grad(state.theta, x, y)
-        weights = gibbs_weights(risks, self.alpha(epoch))
-        v = consensus_point(state.theta, weights)
-        xi = self._normal(rng, state.theta)
-        k = state.k + 1
-        s, r, direction = adam_direction(grad, state.s, state.r, k, self.beta1, self.beta2, self.eps)
+        return SimpleNamespace(risks=risks, grad=grad)
+
+    def rates(self, state):
         cbo_part = 1.0 - self.gamma
-        theta = cbo_update(state.theta, v, self.dt, cbo_part * self.drift,
-                           cbo_part * math.sqrt(self.sigma_squared), self.noise, xi)
-        return HybridState(theta - (self.gamma * self.dt) * direction, s, r, k, risks, v, weights)
+        return cbo_part * self.drift, cbo_part * math.sqrt(self.sigma_squared)
+
+    def advance(self, state, theta, step):
+        k = state.k + 1
+        s, r, direction = adam_direction(step.grad, state.s, state.r, k, self.beta1, self.beta2, self.eps)
+        return HybridState(theta - (self.gamma * self.dt) * direction, s, r, k, step.risks, step.consensus,
+                           step.weights)
 
     def params(self):
         return {**super().params(), "gamma": self.gamma, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}

@@ -10,16 +10,15 @@ and particle n drifts and diffuses toward the consensus of its task p(n) (eq. 27
 vectorised ensemble, the baseline with the same number of risk evaluations per task.
 """
 
-import math
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import array_api_compat
 
 from meanfield._array import namespace
 from meanfield._validate import check_bool
-from meanfield.cbo import CBO, cbo_update
-from meanfield.consensus import gibbs_weights
+from meanfield.cbo import CBO
 from meanfield.schedules import require_epoch_schedule
 
 __all__ = ["MultiTaskCBO", "MultiTaskState", "task_assignment"]
@@ -58,6 +57,7 @@ class MultiTaskState:
     consensus: Any = None
     assignment: Any = None
     weights: Any = None
+    iteration: int = 0
 
 
 class MultiTaskCBO(CBO):
@@ -93,7 +93,8 @@ class MultiTaskCBO(CBO):
     def init(self, network, rng):
         return MultiTaskState(super().init(network, rng).theta)
 
-    def step(self, state, network, x, y, epoch, rng):
+    def risks(self, state, network, x, y):
+        """The risk matrix (N, P); +inf where a task does not weigh a particle (``shared=False``)."""
         xp = namespace(state.theta)
         assign = state.assignment
         if assign is None:
@@ -106,12 +107,16 @@ class MultiTaskCBO(CBO):
             own_risk = xp.mean((g - xp.take(xp.matrix_transpose(y), assign, axis=0)) ** 2, axis=1)
             own = assign[:, None] == xp.arange(y.shape[1], device=array_api_compat.device(y))[None, :]
             risks = xp.where(own, own_risk[:, None], xp.inf)
-        weights = gibbs_weights(risks, self.alpha(epoch), axis=0)  # (N, P)
-        v = xp.tensordot(xp.matrix_transpose(weights), state.theta, axes=1)  # (P, M, D)
-        xi = self._normal(rng, state.theta)
-        theta = cbo_update(state.theta, xp.take(v, assign, axis=0), self.dt, self.drift,
-                           math.sqrt(self.sigma_squared), self.noise, xi)
-        return MultiTaskState(theta, risks, v, assign, weights)
+        return SimpleNamespace(risks=risks, assignment=assign)
+
+    def targets(self, state, step):
+        """The consensus of every particle's task: V_p (eq. 28) gathered by p(n)."""
+        xp = namespace(state.theta)
+        step.consensus = xp.tensordot(xp.matrix_transpose(step.weights), state.theta, axes=1)  # (P, M, D)
+        return xp.take(step.consensus, step.assignment, axis=0)
+
+    def advance(self, state, theta, step):
+        return MultiTaskState(theta, step.risks, step.consensus, step.assignment, step.weights, state.iteration + 1)
 
     def report(self, state):
         """The consensus network of every task, (P, M, D) (the ensemble mean before the first step)."""

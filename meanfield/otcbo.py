@@ -18,18 +18,19 @@ multiplicative extension :math:`\mathcal{N} = (x - T(x)) \odot \xi`, which vanis
 import math
 import time
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import array_api_compat
 
 from meanfield._array import namespace
 from meanfield._validate import check_float, check_int, check_workers
-from meanfield.cbo import cbo_update
-from meanfield.consensus import effective_sample_size, gibbs_weights
+from meanfield.consensus import effective_sample_size
+from meanfield.method import ConsensusMethod
 from meanfield.multitask import task_assignment
-from meanfield.noise import NormalDraws, make_noise
+from meanfield.noise import make_noise
 from meanfield.schedules import make_schedule, require_epoch_schedule
-from meanfield.transport import ExactBarycenter, SinkhornBarycenter, w2_squared
+from meanfield.transport import ExactBarycenter, SinkhornBarycenter, variance_from_distances, w2_squared
 
 __all__ = ["OTCBO", "OTCBOState", "MultiTaskOTCBO"]
 
@@ -54,7 +55,7 @@ class OTCBOState:
     warm_start: Any = None
 
 
-class OTCBO:
+class OTCBO(ConsensusMethod):
     r"""OT-CBO on networks seen as measures of their neurons.
 
     Parameters
@@ -99,6 +100,7 @@ class OTCBO:
     def __init__(self, n_particles=100, dt=0.1, drift=1.0, sigma_squared=0.0, noise="additive", noise_decay=1.0,
                  alpha=1e4, barycenter="exact", reg=0.05, barycenter_max_iter=100, barycenter_tol=1e-9,
                  sinkhorn_max_iter=1000, sinkhorn_tol=1e-9, batch_size=100, init_scale=2.0, barycenter_workers=1):
+        super().__init__()
         self.n_particles = check_int("n_particles", n_particles, low=1)
         self.dt = check_float("dt", dt, low=0, low_open=True)
         self.drift = check_float("drift", drift, low=0, low_open=True)
@@ -125,7 +127,6 @@ class OTCBO:
         if barycenter not in solvers:
             raise ValueError(f"barycenter must be one of {sorted(solvers)}, got {barycenter!r}")
         self.barycenter, self.solver = barycenter, solvers[barycenter]
-        self._normal = NormalDraws()
         self.batch_size = check_int("batch_size", batch_size, low=1)
         self.init_scale = check_float("init_scale", init_scale, low=0, low_open=True)
 
@@ -150,15 +151,19 @@ class OTCBO:
         return OTCBOState(theta, None, result.support, weights, w2, 0, result.n_iter, elapsed,
                           int(not result.converged), result)
 
-    def step(self, state, network, x, y, epoch, rng):
-        risks = network.risk(state.theta, x, y)
-        weights = gibbs_weights(risks, self.alpha(epoch))
-        result, w2, elapsed = self._barycenter(state.theta, weights, state.consensus, state.warm_start)
-        sigma = math.sqrt(self.sigma_squared) * self.noise_decay(state.iteration)
-        xi = self._normal(rng, state.theta)
-        theta = cbo_update(state.theta, result.maps, self.dt, self.drift, sigma, self.noise, xi)
-        return OTCBOState(theta, risks, result.support, weights, w2, state.iteration + 1,
-                          state.barycenter_iterations + result.n_iter, state.barycenter_time + elapsed,
+    def targets(self, state, step):
+        """The image of every atom under its optimal map to the weighted barycenter (eq. 29, 30)."""
+        step.result, step.w2, step.seconds = self._barycenter(state.theta, step.weights, state.consensus,
+                                                              state.warm_start)
+        return step.result.maps
+
+    def rates(self, state):
+        return self.drift, math.sqrt(self.sigma_squared) * self.noise_decay(state.iteration)
+
+    def advance(self, state, theta, step):
+        result = step.result
+        return OTCBOState(theta, step.risks, result.support, step.weights, step.w2, state.iteration + 1,
+                          state.barycenter_iterations + result.n_iter, state.barycenter_time + step.seconds,
                           state.barycenter_unconverged + int(not result.converged), result)
 
     def report(self, state):
@@ -168,8 +173,8 @@ class OTCBO:
     def diagnostics(self, state):
         """Per-epoch extras: both W-over-W variances of the particles entering the last step around
         its barycenter (eq. 64), and the cumulative barycenter iterations, seconds and unconverged solves."""
-        xp = namespace(state.w2)
-        return {"w_variance": 0.5 * xp.mean(state.w2), "w_variance_weighted": 0.5 * xp.sum(state.weights * state.w2),
+        return {"w_variance": variance_from_distances(state.w2),
+                "w_variance_weighted": variance_from_distances(state.w2, state.weights),
                 "effective_sample_size": effective_sample_size(state.weights),
                 "barycenter_iterations": state.barycenter_iterations, "barycenter_time": state.barycenter_time,
                 "barycenter_unconverged": state.barycenter_unconverged}
@@ -201,31 +206,35 @@ class MultiTaskOTCBO(OTCBO):
     def check_tasks(self, n_tasks):
         task_assignment(self.n_particles, n_tasks, self.assignment)
 
-    def step(self, state, network, x, y, epoch, rng):
+    def risks(self, state, network, x, y):
+        return SimpleNamespace(risks=network.risk_matrix(state.theta, x, y),
+                               assignment=task_assignment(self.n_particles, y.shape[1], self.assignment))
+
+    def targets(self, state, step):
+        """The image of every atom under its optimal map to its task's barycenter (eq. 32, 33)."""
         xp = namespace(state.theta)
-        n_tasks = y.shape[1]
-        assign = task_assignment(self.n_particles, n_tasks, self.assignment)
-        risks = network.risk_matrix(state.theta, x, y)
-        weights = gibbs_weights(risks, self.alpha(epoch), axis=0)  # (N, P)
+        n_tasks = step.weights.shape[1]
         previous = state.consensus if state.consensus.ndim == 3 else xp.stack([state.consensus] * n_tasks)
         warm = state.warm_start if isinstance(state.warm_start, tuple) else (state.warm_start,) * n_tasks
         supports, targets, w2, results = [], xp.zeros_like(state.theta), [], []
-        iterations, elapsed, unconverged = 0, 0.0, 0
+        step.seconds = 0.0
         for p in range(n_tasks):  # one barycenter per task; each solve is compiled/vectorised over particles
-            result, w2_p, seconds = self._barycenter(state.theta, weights[:, p], previous[p], warm[p])
+            result, w2_p, seconds = self._barycenter(state.theta, step.weights[:, p], previous[p], warm[p])
             supports.append(result.support)
             results.append(result)
-            own = xp.asarray(assign == p, device=array_api_compat.device(state.theta))
+            own = xp.asarray(step.assignment == p, device=array_api_compat.device(state.theta))
             targets = xp.where(own[:, None, None], result.maps, targets)
             w2.append(w2_p)
-            iterations, elapsed = iterations + result.n_iter, elapsed + seconds
-            unconverged += int(not result.converged)
-        sigma = math.sqrt(self.sigma_squared) * self.noise_decay(state.iteration)
-        xi = self._normal(rng, state.theta)
-        theta = cbo_update(state.theta, targets, self.dt, self.drift, sigma, self.noise, xi)
-        return OTCBOState(theta, risks, xp.stack(supports), weights, xp.stack(w2, axis=1), state.iteration + 1,
-                          state.barycenter_iterations + iterations, state.barycenter_time + elapsed,
-                          state.barycenter_unconverged + unconverged, tuple(results))
+            step.seconds += seconds
+        step.supports, step.w2, step.results = xp.stack(supports), xp.stack(w2, axis=1), tuple(results)
+        return targets
+
+    def advance(self, state, theta, step):
+        iterations = sum(result.n_iter for result in step.results)
+        unconverged = sum(int(not result.converged) for result in step.results)
+        return OTCBOState(theta, step.risks, step.supports, step.weights, step.w2, state.iteration + 1,
+                          state.barycenter_iterations + iterations, state.barycenter_time + step.seconds,
+                          state.barycenter_unconverged + unconverged, step.results)
 
     def report(self, state):
         """Every task's barycenter network, (P, M, D) (one unweighted barycenter before the first step)."""
@@ -239,8 +248,8 @@ class MultiTaskOTCBO(OTCBO):
         assign = xp.asarray(task_assignment(self.n_particles, state.w2.shape[1], self.assignment), device=device)
         own = xp.astype(assign[:, None] == xp.arange(state.w2.shape[1], device=device)[None, :], state.w2.dtype)
         unweighted = xp.sum(own * state.w2, axis=0) / xp.sum(own, axis=0)
-        return {"w_variance": 0.5 * xp.mean(unweighted),
-                "w_variance_weighted": 0.5 * xp.mean(xp.sum(state.weights * state.w2, axis=0)),
+        return {"w_variance": variance_from_distances(unweighted),
+                "w_variance_weighted": xp.mean(variance_from_distances(state.w2, state.weights, axis=0)),
                 "effective_sample_size": effective_sample_size(state.weights),
                 "barycenter_iterations": state.barycenter_iterations, "barycenter_time": state.barycenter_time,
                 "barycenter_unconverged": state.barycenter_unconverged}

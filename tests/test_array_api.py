@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from meanfield import CBO, TwoLayerNetwork, consensus_point, gibbs_weights
-from meanfield.cbo import cbo_update
+from meanfield.method import consensus_update
 from meanfield.hybrid import HybridCBOAdam
 from meanfield.noise import AnisotropicNoise, IsotropicNoise
 from meanfield.otcbo import OTCBO
@@ -35,8 +35,8 @@ def test_consensus_and_update_on_torch_match_numpy():
     np.testing.assert_allclose(w.numpy(), gibbs_weights(risks, 1e7))
     v = consensus_point(torch.asarray(theta), w)
     for noise in (AnisotropicNoise(), IsotropicNoise()):
-        moved = cbo_update(torch.asarray(theta), v, 0.1, 1.0, 1.2, noise, torch.asarray(xi))
-        np.testing.assert_allclose(moved.numpy(), cbo_update(theta, v.numpy(), 0.1, 1.0, 1.2, noise, xi), rtol=1e-12)
+        moved = consensus_update(torch.asarray(theta), v, 0.1, 1.0, 1.2, noise, torch.asarray(xi))
+        np.testing.assert_allclose(moved.numpy(), consensus_update(theta, v.numpy(), 0.1, 1.0, 1.2, noise, xi), rtol=1e-12)
 
 
 @pytest.mark.parametrize("method", [CBO(n_particles=4, batch_size=8, alpha=1e3),

@@ -9,7 +9,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 from scipy.special import softmax
 
 from meanfield import CBO, TwoLayerNetwork, consensus_point, gibbs_weights, sine, train
-from meanfield.cbo import cbo_update
+from meanfield.method import consensus_update
 from meanfield.noise import AnisotropicNoise, IsotropicNoise
 
 
@@ -49,7 +49,7 @@ def test_zero_noise_contracts_offsets_by_exactly_one_minus_lambda_dt():
     dt, drift = 0.3, 1.5
     first = theta
     for _ in range(5):
-        new = cbo_update(theta, v, dt, drift, 0.0, AnisotropicNoise(), rng.normal(size=theta.shape))
+        new = consensus_update(theta, v, dt, drift, 0.0, AnisotropicNoise(), rng.normal(size=theta.shape))
         assert_allclose(new - v, (1 - drift * dt) * (theta - v), rtol=1e-13)
         theta = new
     assert_allclose(theta - v, (1 - drift * dt) ** 5 * (first - v), rtol=1e-12)
@@ -197,14 +197,14 @@ def test_the_in_place_update_is_the_plain_expression_bit_for_bit(noise):
     diff = theta - v
     expected = theta - (0.7 * 0.1) * diff + (1.3 * math.sqrt(0.1)) * strategy(diff, xi.copy())
     before = theta.copy()
-    assert_array_equal(cbo_update(theta, v, 0.1, 0.7, 1.3, strategy, xi), expected)
+    assert_array_equal(consensus_update(theta, v, 0.1, 0.7, 1.3, strategy, xi), expected)
     assert_array_equal(theta, before)  # only xi is scratch
 
 
 def test_a_user_noise_of_two_arguments_still_works():
     rng = np.random.default_rng(9)
     theta, v, xi = rng.normal(size=(4, 2)), rng.normal(size=2), rng.normal(size=(4, 2))
-    out = cbo_update(theta, v, 0.1, 1.0, 0.5, lambda diff, z: 2 * z, xi)
+    out = consensus_update(theta, v, 0.1, 1.0, 0.5, lambda diff, z: 2 * z, xi)
     assert_array_equal(out, theta - 0.1 * (theta - v) + (0.5 * math.sqrt(0.1)) * (2 * xi))
 
 
@@ -245,14 +245,14 @@ def test_float32_runs_follow_float64_runs_to_float32_rounding(method):
 def test_step_variance_factor_is_the_mean_growth_about_a_fixed_consensus(noise):
     """One update of many particles about a fixed consensus multiplies |theta - V|^2 by the noise's
     step_variance_factor on average (within 5 standard errors of 20,000 particles)."""
-    from meanfield.cbo import cbo_update
+    from meanfield.method import consensus_update
     from meanfield.noise import make_noise
 
     strategy, dim, dt, drift, sigma_squared = make_noise(noise), 6, 0.1, 1.0, 1.6
     rng = np.random.default_rng(11)
     theta = rng.standard_normal((20_000, dim))
     theta /= np.linalg.norm(theta, axis=1, keepdims=True)  # |theta_n - V| = 1 for every particle
-    new = cbo_update(theta, np.zeros(dim), dt, drift, np.sqrt(sigma_squared), strategy,
+    new = consensus_update(theta, np.zeros(dim), dt, drift, np.sqrt(sigma_squared), strategy,
                      rng.standard_normal(theta.shape))
     growth = np.sum(new ** 2, axis=1)
     expected = strategy.step_variance_factor(dt, drift, sigma_squared, dim)

@@ -255,9 +255,9 @@ def test_barycenter_workers_are_checked_and_reach_the_solvers(cls):
 
 @pytest.mark.parametrize("barycenter", ["exact", "sinkhorn"])
 def test_barycenter_workers_do_not_change_the_run(barycenter, monkeypatch):
-    from meanfield import transport
+    from meanfield.transport import entropic
 
-    monkeypatch.setattr(transport, "_SINKHORN_BLOCK_ENTRIES", 2 * 6 * 6)  # blocks of two measures to share
+    monkeypatch.setattr(entropic, "BLOCK_ENTRIES", 2 * 6 * 6)  # blocks of two measures to share
     runs = [train(OTCBO(n_particles=5, alpha=30.0, sigma_squared=0.1, batch_size=20, barycenter=barycenter,
                         reg=0.1, barycenter_tol=1e-6, barycenter_max_iter=20, barycenter_workers=workers),
                   TwoLayerNetwork(1, 1, 6), square(n_train=40, n_test=10), 2, seed=3)

@@ -1,0 +1,114 @@
+r"""The step every consensus method shares (CBO, the hybrid, multi-task CBO, OT-CBO).
+
+One iteration on a minibatch is always
+
+1. the risks :math:`R_n` of the particles (per task for multi-task methods);
+2. the Gibbs weights :math:`\beta = \mathrm{softmax}(-\alpha R)` over the particles;
+3. the targets :math:`T_n`: the consensus point, the consensus of the particle's task, or the image
+   of each atom under its transport map to the barycenter;
+4. one standard normal draw :math:`\xi` shaped like the particles (:class:`meanfield.noise.NormalDraws`);
+5. the move :math:`\theta_n \leftarrow \theta_n - \lambda\, dt\, (\theta_n - T_n) + \sigma \sqrt{dt}\;
+   \mathcal{N}(\theta_n - T_n, \xi_n)` (:func:`consensus_update`), plus any extra term of the method.
+
+:class:`ConsensusMethod` runs these steps in that order; a method says only what differs: how it
+computes its risks (:meth:`~ConsensusMethod.risks`), its targets (:meth:`~ConsensusMethod.targets`),
+its rates (:meth:`~ConsensusMethod.rates`) and the state it keeps (:meth:`~ConsensusMethod.advance`),
+in the spirit of CBXpy's pre-step / inner step / post-step template.
+"""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+
+from meanfield.consensus import gibbs_weights
+from meanfield.noise import AdditiveNoise, AnisotropicNoise, IsotropicNoise, NormalDraws
+from meanfield.schedules import schedule_value
+
+__all__ = ["ConsensusMethod", "consensus_update"]
+
+
+def consensus_update(theta, targets, dt, drift, sigma, noise, xi):
+    """One consensus move of every particle toward its target (eq. 21).
+
+    Parameters
+    ----------
+    theta : array, shape (N, ...)
+    targets : array, shape (...) or (N, ...)
+        The consensus point, or one target per particle.
+    dt, drift, sigma : float
+        Time step, drift rate lambda and noise rate sigma (not squared).
+    noise : callable
+        Noise strategy ``noise(diff, xi)``.
+    xi : array, shape (N, ...)
+        Standard normal draws. numpy arrays of theta's dtype are used as scratch (overwritten)
+        with the built-in noise strategies, so the step allocates no temporaries beyond the result;
+        the result is bit for bit that of the plain expression.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from meanfield.noise import AnisotropicNoise
+    >>> consensus_update(np.array([[2.0], [4.0]]), np.array([0.0]), 0.1, 1.0, 0.0, AnisotropicNoise(),
+    ...                  np.zeros((2, 1)))
+    array([[1.8],
+           [3.6]])
+    """
+    diff = theta - targets
+    if not (isinstance(diff, np.ndarray) and isinstance(xi, np.ndarray) and xi.dtype == diff.dtype
+            and type(noise) in _IN_PLACE):
+        return theta - (drift * dt) * diff + (sigma * math.sqrt(dt)) * noise(diff, xi)
+    # theta - (drift dt) diff + (sigma sqrt(dt)) noise, each product and sum as in that expression
+    step = noise(diff, xi, out=xi)
+    step *= sigma * math.sqrt(dt)
+    diff *= drift * dt
+    out = theta - diff
+    out += step
+    return out
+
+
+_IN_PLACE = (AnisotropicNoise, IsotropicNoise, AdditiveNoise)
+
+
+class ConsensusMethod:
+    """Base of the consensus methods: :meth:`step` is the shared iteration.
+
+    A subclass sets ``dt``, ``drift``, ``sigma_squared``, ``alpha``, ``noise`` and ``batch_size`` and
+    defines :meth:`init`, :meth:`targets` and :meth:`advance`; it may override :meth:`risks` and
+    :meth:`rates`. The ``step`` record passed between the hooks holds ``risks``, ``alpha`` and
+    ``weights``, and whatever the hooks add to it (a gradient, a task assignment, barycenters).
+    """
+
+    passes = 1  # network passes over a minibatch per step: the risks (costs compare methods, see train)
+
+    def __init__(self):
+        self._normal = NormalDraws()
+
+    def step(self, state, network, x, y, epoch, rng):
+        """One iteration on the minibatch (x, y): risks, weights, targets, noise, move."""
+        step = self.risks(state, network, x, y)
+        step.alpha = schedule_value(self.alpha, epoch, state.iteration, step.risks)
+        step.weights = gibbs_weights(step.risks, step.alpha, axis=0)
+        targets = self.targets(state, step)
+        xi = self._normal(rng, state.theta)
+        drift, sigma = self.rates(state)
+        theta = consensus_update(state.theta, targets, self.dt, drift, sigma, self.noise, xi)
+        return self.advance(state, theta, step)
+
+    def risks(self, state, network, x, y):
+        """The step record with the particles' risks on the minibatch, (N,)."""
+        return SimpleNamespace(risks=network.risk(state.theta, x, y))
+
+    def rates(self, state):
+        """Drift rate lambda and noise rate sigma (not squared) of this step's move."""
+        return self.drift, math.sqrt(self.sigma_squared)
+
+    def targets(self, state, step):
+        """Where each particle moves, (M, D) or (N, M, D)."""
+        raise NotImplementedError
+
+    def advance(self, state, theta, step):
+        """The state after the move to ``theta``."""
+        raise NotImplementedError
