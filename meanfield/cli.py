@@ -50,7 +50,8 @@ def _parser():
 def _run(args):
     from meanfield._array import keep_freed_memory
     from meanfield.results import summary_table
-    from meanfield.study import dry_run, load_study, run_study
+    from meanfield.runner import dry_run, run_study
+    from meanfield.study import load_study
 
     methods = [m for m in args.methods.split(",") if m] if args.methods is not None else None
     study = load_study(args.study, quick=args.quick, data_dir=args.data_dir, seeds=args.seeds,
@@ -126,8 +127,9 @@ def _info(args):
 def main(argv=None):
     args = _parser().parse_args(argv)
     args.argv = argv
+    from meanfield.runner import StudyInterrupted
     from meanfield.schema import ResultFileError
-    from meanfield.study import StudyError, StudyInterrupted
+    from meanfield.study import StudyError
 
     try:
         return {"run": _run, "plot": _plot, "info": _info}[args.command](args)

@@ -145,11 +145,11 @@ def mnist(data_dir, n_test=2000, seed=0):
     return Problem("mnist", images[train], labels[train], images[test], labels[test], "cross_entropy", 10, info)
 
 
-_PROBLEMS = {"sine": sine, "square": square, "shifted_sines": shifted_sines, "mnist": mnist}
+PROBLEMS = {"sine": sine, "square": square, "shifted_sines": shifted_sines, "mnist": mnist}
 
 
 def make_problem(name, **kwargs):
     """A problem by name with its keyword arguments (the ``[problem]`` table of a study)."""
-    if name not in _PROBLEMS:
-        raise ValueError(f"problem.name must be one of {sorted(_PROBLEMS)}, got {name!r}")
-    return _PROBLEMS[name](**kwargs)
+    if name not in PROBLEMS:
+        raise ValueError(f"problem.name must be one of {sorted(PROBLEMS)}, got {name!r}")
+    return PROBLEMS[name](**kwargs)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from meanfield import CBO, TwoLayerNetwork, consensus_point, gibbs_weights
-from meanfield.method import consensus_update
 from meanfield.hybrid import HybridCBOAdam
+from meanfield.method import consensus_update
 from meanfield.noise import AnisotropicNoise, IsotropicNoise
 from meanfield.otcbo import OTCBO
 from meanfield.transport import ExactBarycenter, SinkhornBarycenter, w2_squared
@@ -36,7 +36,8 @@ def test_consensus_and_update_on_torch_match_numpy():
     v = consensus_point(torch.asarray(theta), w)
     for noise in (AnisotropicNoise(), IsotropicNoise()):
         moved = consensus_update(torch.asarray(theta), v, 0.1, 1.0, 1.2, noise, torch.asarray(xi))
-        np.testing.assert_allclose(moved.numpy(), consensus_update(theta, v.numpy(), 0.1, 1.0, 1.2, noise, xi), rtol=1e-12)
+        expected = consensus_update(theta, v.numpy(), 0.1, 1.0, 1.2, noise, xi)
+        np.testing.assert_allclose(moved.numpy(), expected, rtol=1e-12)
 
 
 @pytest.mark.parametrize("method", [CBO(n_particles=4, batch_size=8, alpha=1e3),

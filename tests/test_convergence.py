@@ -155,7 +155,8 @@ def test_excess_risk_uses_the_problems_frequency(tmp_path):
     from meanfield import TwoLayerNetwork
     from meanfield.convergence import excess_risk
     from meanfield.problems import sine
-    from meanfield.study import Study, run_study
+    from meanfield.runner import run_study
+    from meanfield.study import Study
 
     config = {"name": "k3", "epochs": 2, "seeds": 2, "root_seed": 1,
               "problem": {"name": "sine", "n_train": 40, "n_test": 10, "frequency": 3},

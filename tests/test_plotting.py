@@ -206,7 +206,7 @@ def test_one_numeric_parameter_orders_the_colours_on_a_sequential_map():
 @pytest.mark.parametrize("kind", DATASETS)
 def test_one_seed_is_said_in_the_singular(kind):
     ds = DATASETS[kind][0]().isel(seed=[0])
-    words = " ".join(t for _, plot in plotting._jobs(ds) for t in texts(plot()))
+    words = " ".join(t for _, plot in plotting.dataset_figures(ds) for t in texts(plot()))
     assert "one seed" in words or "1 seed" in words
     for wrong in ("1 seeds", "median of 1", "(of 1)", "over 1 "):
         assert wrong not in words
@@ -275,7 +275,8 @@ def test_variance_factor_is_measured_exactly_without_noise_and_drawn(tmp_path):
     shrinks by exactly (1 - lambda dt)^2 per iteration, whatever alpha does to V; the analysis must find
     that factor, and the prediction of a noisy setting, and the figure and summary must show them."""
     from meanfield.results import variance_factors
-    from meanfield.study import Study, run_study
+    from meanfield.runner import run_study
+    from meanfield.study import Study
 
     config = {"name": "vf", "epochs": 6, "seeds": 3, "root_seed": 5, "figures": ["variance_factor"],
               "problem": {"name": "sine", "n_train": 60, "n_test": 10},

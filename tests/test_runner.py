@@ -49,7 +49,7 @@ def no_training(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a cell was computed")
 
-    monkeypatch.setattr("meanfield.study.train", refuse)
+    monkeypatch.setattr("meanfield.runner.train", refuse)
 
 
 def test_a_study_mixing_cbo_and_otcbo_runs_combines_plots_and_summarises(mixed, tmp_path, capsys):
@@ -247,7 +247,7 @@ def test_multitask_progress_counts_epochs_not_tasks(tmp_path, capsys):
 
 
 def test_ctrl_c_keeps_finished_cells_and_says_how_to_resume(tiny, tmp_path, monkeypatch, capsys):
-    from meanfield import study as study_module
+    from meanfield import runner as study_module
 
     real_train, calls = study_module.train, []
 
@@ -281,7 +281,7 @@ def test_a_code_change_recomputes_cells(tiny, tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("recomputed")
 
-    monkeypatch.setattr("meanfield.study.train", refuse)
+    monkeypatch.setattr("meanfield.runner.train", refuse)
     with pytest.raises(AssertionError, match="recomputed"):
         run(tiny, out)
 
@@ -380,7 +380,7 @@ def test_cells_run_in_process_use_one_blas_thread_as_the_workers_do(tiny, tmp_pa
     # a threaded BLAS product sums in another order: a cell must not depend on where it ran
     from threadpoolctl import threadpool_info
 
-    from meanfield import study
+    from meanfield import runner as study
 
     seen, train_cell = [], study._train_cell
 

@@ -86,7 +86,7 @@ def test_finished_cells_are_not_recomputed(study_file, tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a finished cell was recomputed")
 
-    monkeypatch.setattr("meanfield.study.train", refuse)
+    monkeypatch.setattr("meanfield.runner.train", refuse)
     assert main(["run", str(study_file), "--out", str(out), "--no-progress"]) == 0
     second = open_dataset(out)
     assert first.attrs.pop("history") != "" and second.attrs.pop("history") != ""  # when and how it was run
@@ -215,7 +215,7 @@ def test_dask_workers_keep_freed_memory(monkeypatch):
     # a fresh mmap, page-faulted anew: the workers get the settings of keep_freed_memory instead
     pytest.importorskip("dask.distributed")
     from meanfield._array import MALLOC_SETTINGS
-    from meanfield.study import _dask_client
+    from meanfield.runner import _dask_client
 
     for name in MALLOC_SETTINGS:
         monkeypatch.delenv(name, raising=False)

@@ -11,11 +11,15 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 from meanfield import transport
-from meanfield.transport import barycenter, costs, distance, entropic, exact
 from meanfield.transport import (
     BarycenterResult,
     ExactBarycenter,
     SinkhornBarycenter,
+    barycenter,
+    costs,
+    distance,
+    entropic,
+    exact,
     squared_distances,
     variance,
     w2_squared,
