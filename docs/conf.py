@@ -2,10 +2,10 @@
 reference from the numpy-style docstrings. Build with ``python -m sphinx -W --keep-going -b html docs OUT``.
 """
 
-import os
 import sys
+from pathlib import Path
 
-sys.path.insert(0, os.path.abspath(".."))  # document the checkout, not an installed copy
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # document the checkout, not an installed copy
 
 import meanfield  # noqa: E402
 
