@@ -63,6 +63,8 @@ class Adam:
 
     name = "adam"
     passes = 3  # the forward pass and the two products of the backward pass
+    multitask = False
+    alpha = None
 
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, batch_size=100, n_particles=1,
                  init_scale=1.0):
@@ -84,10 +86,13 @@ class Adam:
         s, r, direction = adam_direction(grad, state.s, state.r, k, self.beta1, self.beta2, self.eps)
         return AdamState(state.theta - self.lr * direction, s, r, k, risks)
 
-    def report(self, state):
+    def reported_params(self, state):
         xp = namespace(state.theta)
         best = 0 if state.risks is None else int(xp.argmin(state.risks))
         return state.theta[best]
+
+    def diagnostics(self, state):
+        return {}
 
     def params(self):
         return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,

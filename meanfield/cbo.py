@@ -107,7 +107,7 @@ class CBO(ConsensusMethod):
     def advance(self, state, theta, step):
         return CBOState(theta, step.risks, step.consensus, step.weights, step.alpha, state.iteration + 1)
 
-    def report(self, state):
+    def reported_params(self, state):
         """The network a CBO run stands for: the consensus of the last step (the mean before it)."""
         xp = namespace(state.theta)
         return xp.mean(state.theta, axis=0) if state.consensus is None else state.consensus

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from types import SimpleNamespace
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -27,7 +28,51 @@ from meanfield.consensus import gibbs_weights
 from meanfield.noise import AdditiveNoise, AnisotropicNoise, IsotropicNoise, NormalDraws
 from meanfield.schedules import schedule_value
 
-__all__ = ["ConsensusMethod", "consensus_update"]
+__all__ = ["ConsensusMethod", "Method", "consensus_update"]
+
+
+class Method(Protocol):
+    """What :func:`meanfield.train.train` needs of a training method.
+
+    Attributes
+    ----------
+    name : str
+        Its kind, e.g. "cbo".
+    batch_size : int
+        Minibatch size S'.
+    n_particles : int
+        Networks trained together.
+    passes : int
+        Network passes over a minibatch per step per particle (what runs are compared at).
+    multitask : bool
+        Whether it trains P tasks sharing the inputs (targets (S, P)) rather than one.
+    alpha : schedule or None
+        Its inverse temperature (:mod:`meanfield.schedules`), recorded per epoch; None without one.
+    """
+
+    name: str
+    batch_size: int
+    n_particles: int
+    passes: int
+    multitask: bool
+    alpha: Any
+
+    def init(self, network, rng):
+        """The initial state; ``state.theta`` (N, M, D) holds the particles."""
+
+    def step(self, state, network, x, y, epoch, rng):
+        """The state after one iteration on the minibatch (x, y)."""
+
+    def reported_params(self, state):
+        """The network(s) the run stands for: (M, D), or (P, M, D) for a multi-task method."""
+
+    def diagnostics(self, state):
+        """Per-epoch extras recorded next to the metrics, a dict of scalars or (P,) arrays."""
+
+    def params(self):
+        """Hyper-parameters as plain values (dataset attributes)."""
+
+    # a multi-task method also has check_tasks(n_tasks), raising a ValueError if it cannot serve them
 
 
 def consensus_update(theta, targets, dt, drift, sigma, noise, xi):
@@ -82,6 +127,7 @@ class ConsensusMethod:
     """
 
     passes = 1  # network passes over a minibatch per step: the risks (costs compare methods, see train)
+    multitask = False
 
     def __init__(self):
         self._normal = NormalDraws()
@@ -112,3 +158,7 @@ class ConsensusMethod:
     def advance(self, state, theta, step):
         """The state after the move to ``theta``."""
         raise NotImplementedError
+
+    def diagnostics(self, state):
+        """Per-epoch extras; none by default."""
+        return {}

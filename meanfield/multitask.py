@@ -77,6 +77,7 @@ class MultiTaskCBO(CBO):
     """
 
     name = "multitask"
+    multitask = True
 
     def __init__(self, assignment="blocks", shared=True, n_particles=100, dt=0.1, drift=1.0, sigma_squared=1.0,
                  alpha=1e5, noise="anisotropic", batch_size=100, init_scale=1.0, require_decay=False):
@@ -118,7 +119,7 @@ class MultiTaskCBO(CBO):
     def advance(self, state, theta, step):
         return MultiTaskState(theta, step.risks, step.consensus, step.assignment, step.weights, state.iteration + 1)
 
-    def report(self, state):
+    def reported_params(self, state):
         """The consensus network of every task, (P, M, D) (the ensemble mean before the first step)."""
         if state.consensus is None:
             xp = namespace(state.theta)

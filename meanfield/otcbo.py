@@ -166,7 +166,7 @@ class OTCBO(ConsensusMethod):
                           state.barycenter_iterations + result.n_iter, state.barycenter_time + step.seconds,
                           state.barycenter_unconverged + int(not result.converged), result)
 
-    def report(self, state):
+    def reported_params(self, state):
         """The barycenter network of the last step."""
         return state.consensus
 
@@ -190,6 +190,7 @@ class MultiTaskOTCBO(OTCBO):
     """
 
     name = "multitask_otcbo"
+    multitask = True
 
     def __init__(self, assignment="blocks", n_particles=100, dt=0.1, drift=1.0, sigma_squared=0.0, noise="additive",
                  noise_decay=1.0, alpha=1e4, barycenter="exact", reg=0.05, barycenter_max_iter=100,
@@ -236,7 +237,7 @@ class MultiTaskOTCBO(OTCBO):
                           state.barycenter_iterations + iterations, state.barycenter_time + step.seconds,
                           state.barycenter_unconverged + unconverged, step.results)
 
-    def report(self, state):
+    def reported_params(self, state):
         """Every task's barycenter network, (P, M, D) (one unweighted barycenter before the first step)."""
         return state.consensus if state.consensus.ndim == 3 else state.consensus[None]
 

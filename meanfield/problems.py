@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from meanfield._array import namespace
 from meanfield._validate import check_class_indices, check_float, check_int
 
 __all__ = ["Problem", "sine", "square", "shifted_sines", "mnist", "make_problem"]
@@ -62,6 +63,30 @@ class Problem:
     @property
     def n_train(self):
         return self.x_train.shape[0]
+
+    @property
+    def n_tasks(self):
+        """P: the number of tasks sharing the inputs (targets (S, P), one output, squared loss), else 1."""
+        return self.y_train.shape[1] if self.multitask else 1
+
+    @property
+    def multitask(self):
+        """Whether the targets (S, P) are P regression tasks sharing the inputs."""
+        return self.loss == "mse" and self.n_outputs == 1 and self.y_train.ndim == 2
+
+    def particle_risks(self, network, theta, x, y):
+        """Risk of every network on every task, (N, P) (P = 1 for a single task): theta (N, M, D)."""
+        if self.multitask:
+            return network.risk_matrix(theta, x, y)
+        return network.risk(theta, x, y)[:, None]
+
+    def task_risks(self, network, nets, x, y):
+        """Risk of network p on task p: nets (P, M, D) -> (P,)."""
+        if not self.multitask:
+            return network.risk(nets, x, y)
+        xp = namespace(nets)
+        g = network.forward(nets, x)[..., 0]
+        return xp.mean((g - xp.matrix_transpose(y)) ** 2, axis=1)
 
 
 def _regression(name, f, n_train, n_test, noise_std, seed, info, n_tasks=None):

@@ -36,7 +36,6 @@ from meanfield.train import check_schedule_range
 __all__ = ["Study", "StudyError", "load_study", "parse_override", "source_fingerprint"]
 
 METHODS = {cls.name: cls for cls in (CBO, Adam, HybridCBOAdam, MultiTaskCBO, OTCBO, MultiTaskOTCBO)}
-MULTITASK_METHODS = {"multitask", "multitask_otcbo"}
 _TOP = {"name": True, "description": False, "epochs": True, "seeds": True, "root_seed": True,
         "problem": True, "network": True, "methods": True, "method_defaults": False, "sweep": False,
         "figures": False, "quick": False, "record_params": False}
@@ -256,10 +255,10 @@ class Study:
         n_tasks = _effective(PROBLEMS[problem], self.config["problem"]).get("n_tasks")
         multi = n_tasks is not None
         for label, method in self.methods.items():
-            if (method.name in MULTITASK_METHODS) != multi:
+            if method.multitask != multi:
+                fitting = sorted(name for name, cls in METHODS.items() if cls.multitask == multi)
                 raise StudyError(f"[methods.{label}]: method {method.name!r} cannot train the "
-                                 f"{'multi' if multi else 'single'}-task problem {problem!r}; use one of "
-                                 f"{sorted(MULTITASK_METHODS) if multi else sorted(set(METHODS) - MULTITASK_METHODS)}")
+                                 f"{'multi' if multi else 'single'}-task problem {problem!r}; use one of {fitting}")
             if multi and isinstance(n_tasks, int):
                 for n in self.sweep.get("N", [method.n_particles]):
                     try:

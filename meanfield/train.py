@@ -44,7 +44,7 @@ def check_schedule_range(method, epochs, iterations_per_epoch=None):
     """Refuse an alpha schedule that leaves the finite numbers within ``epochs`` (schedules are monotone).
 
     A per-iteration schedule is checked when ``iterations_per_epoch`` is known (it needs the data)."""
-    alpha = getattr(method, "alpha", None)
+    alpha = method.alpha
     if alpha is None or alpha.unit not in ("epoch", "iteration"):  # adaptive: bounded by its maximum
         return
     if alpha.unit == "epoch":
@@ -70,9 +70,9 @@ def train(method, network, problem, epochs, seed=0, progress=None, record_params
 
     Parameters
     ----------
-    method : CBO, Adam, HybridCBOAdam, MultiTaskCBO or any object with ``init``, ``step``,
-        ``report`` and ``batch_size``; an optional ``diagnostics(state) -> dict`` adds per-epoch
-        variables.
+    method : Method
+        CBO, Adam, HybridCBOAdam, MultiTaskCBO, OTCBO, MultiTaskOTCBO or any object with the
+        attributes and methods of :class:`meanfield.method.Method`.
     network : TwoLayerNetwork
     problem : Problem
     epochs : int
@@ -97,21 +97,20 @@ def train(method, network, problem, epochs, seed=0, progress=None, record_params
     if n_batches < 1:
         raise ValueError(f"batch_size must be <= the training set size {problem.n_train}, got {method.batch_size}")
     check_schedule_range(method, epochs, n_batches)
-    multi = problem.loss == "mse" and problem.n_outputs == 1 and problem.y_train.ndim == 2
-    if multi != hasattr(method, "check_tasks"):
+    multi, n_tasks = problem.multitask, problem.n_tasks
+    if method.multitask != multi:
         raise ValueError(f"method {method.name!r} cannot train a {'multi' if multi else 'single'}-task problem")
     if multi:
-        method.check_tasks(problem.y_train.shape[1])
+        method.check_tasks(n_tasks)
     init_rng, batch_rng, noise_rng = random_streams(seed)
     init_rng, noise_rng = network.generator(init_rng), network.generator(noise_rng)
-    n_tasks = problem.y_train.shape[1] if multi else 1
     try:
         with np.errstate(over="ignore", invalid="ignore"):
             state = method.init(network, init_rng)
     except FloatingPointError as err:  # e.g. an initial barycenter of overflowing atoms
         warnings.warn(f"{method.name} (seed {seed}) diverged at initialisation: {err}; nothing to record",
                       RuntimeWarning, stacklevel=2)
-        return _dataset(network, problem, epochs, n_batches, multi, n_tasks, record=None, final=None,
+        return _dataset(network, problem, epochs, n_batches, n_tasks, record=None, final=None,
                         diverged=0, state_bytes=0, params=_no_params(network, epochs, n_tasks, record_params))
     xp = namespace(state.theta)
     classify = problem.loss == "cross_entropy"
@@ -121,36 +120,31 @@ def train(method, network, problem, epochs, seed=0, progress=None, record_params
     y_tr, y_te = ((xp.asarray(problem.y_train, device=on["device"]), xp.asarray(problem.y_test, device=on["device"]))
                   if classify else (xp.asarray(problem.y_train, **on), xp.asarray(problem.y_test, **on)))
 
-    def risks_of(nets, x, y):
-        """Risk of network k on task k: nets (K, M, D) -> (K,)."""
-        if not multi:
-            return network.risk(nets, x, y)
-        g = network.forward(nets, x)[..., 0]
-        return xp.mean((g - xp.matrix_transpose(y)) ** 2, axis=1)
-
     names = list(METRICS) + (["train_accuracy", "test_accuracy"] if classify else [])
     record = {name: np.full((epochs + 1, n_tasks), np.nan) for name in names}
     params = _no_params(network, epochs, n_tasks, record_params)
     diverged, elapsed = -1, 0.0
     # neuron-sample evaluations of one epoch: what methods are compared at (the passes of a gradient counted)
-    per_epoch = (n_batches * method.batch_size * network.n_neurons * getattr(method, "n_particles", 1)
-                 * getattr(method, "passes", 1))
+    per_epoch = n_batches * method.batch_size * network.n_neurons * method.n_particles * method.passes
+
+    def per_task(nets):
+        """The reported network of every task, (P, M, D); one network (M, D) serves every task."""
+        nets = xp.reshape(nets, (-1, *nets.shape[-2:]))
+        return nets if nets.shape[0] == n_tasks else xp.concat([nets] * n_tasks, axis=0)
 
     def evaluate(epoch, alpha):
-        nets = method.report(state)
-        nets = nets[None] if nets.ndim == 2 else nets
-        if nets.shape[0] != n_tasks:  # one network before the first step of a multi-task run
-            nets = xp.concat([nets] * n_tasks, axis=0)
-        risks = state.risks
-        if risks is None:  # before the first step: the exactly best particle
-            risks = network.risk_matrix(state.theta, x_tr, y_tr) if multi else network.risk(state.theta, x_tr, y_tr)
+        nets = per_task(method.reported_params(state))
+        if state.risks is None:  # before the first step: the exactly best particle
+            risks = problem.particle_risks(network, state.theta, x_tr, y_tr)
+        else:
+            risks = xp.reshape(state.risks, (state.theta.shape[0], n_tasks))
         risks = xp.where(xp.isnan(risks), xp.inf, risks)
-        best = xp.argmin(risks, axis=0) if multi else xp.reshape(xp.argmin(risks), (1,))
+        best = xp.argmin(risks, axis=0)
         mean = xp.mean(state.theta, axis=0)
         values = {
-            "train_risk": risks_of(nets, x_tr, y_tr),
-            "test_risk": risks_of(nets, x_te, y_te),
-            "best_particle_risk": risks_of(xp.take(state.theta, best, axis=0), x_tr, y_tr),
+            "train_risk": problem.task_risks(network, nets, x_tr, y_tr),
+            "test_risk": problem.task_risks(network, nets, x_te, y_te),
+            "best_particle_risk": problem.task_risks(network, xp.take(state.theta, best, axis=0), x_tr, y_tr),
             "variance": xp.sum((state.theta - mean) ** 2) / state.theta.shape[0],
             "alpha": alpha,
             "wall_time": elapsed,
@@ -159,8 +153,7 @@ def train(method, network, problem, epochs, seed=0, progress=None, record_params
         if classify:
             values["train_accuracy"] = _accuracy(network, nets, x_tr, problem.y_train)
             values["test_accuracy"] = _accuracy(network, nets, x_te, problem.y_test)
-        if hasattr(method, "diagnostics"):
-            values.update(method.diagnostics(state))
+        values.update(method.diagnostics(state))
         for name, value in values.items():
             record.setdefault(name, np.full((epochs + 1, n_tasks), np.nan))[epoch] = to_numpy(value)
         if params is not None:
@@ -168,11 +161,10 @@ def train(method, network, problem, epochs, seed=0, progress=None, record_params
         return bool(np.all(np.isfinite(record["train_risk"][epoch])))
 
     def reported():
-        nets = to_numpy(method.report(state))
-        return np.repeat(nets, n_tasks, axis=0) if multi and nets.shape[0] != n_tasks else nets
+        return to_numpy(per_task(method.reported_params(state)))
 
     final = reported()
-    alpha_of = getattr(method, "alpha", lambda epoch: np.nan)
+    alpha_of = method.alpha if method.alpha is not None else (lambda epoch: np.nan)
     with np.errstate(over="ignore", invalid="ignore"):
         if not evaluate(0, alpha_of(0)):
             diverged = 0
@@ -206,7 +198,7 @@ def train(method, network, problem, epochs, seed=0, progress=None, record_params
         if progress is not None:
             progress()
 
-    return _dataset(network, problem, epochs, n_batches, multi, n_tasks, record, final, diverged,
+    return _dataset(network, problem, epochs, n_batches, n_tasks, record, final, diverged,
                     _state_bytes(state), params)
 
 
@@ -215,28 +207,25 @@ def _no_params(network, epochs, n_tasks, record_params):
     return np.full((epochs + 1, n_tasks, network.n_neurons, network.dim), np.nan) if record_params else None
 
 
-def _dataset(network, problem, epochs, n_batches, multi, n_tasks, record, final, diverged, state_bytes, params):
-    """The run's Dataset; ``record`` None (a failed initialisation) gives every variable missing."""
+def _dataset(network, problem, epochs, n_batches, n_tasks, record, final, diverged, state_bytes, params):
+    """The run's Dataset; ``record`` None (a failed initialisation) gives every variable missing.
+
+    Built over (epoch, task); a single-task problem's dataset has no ``task`` dimension."""
     import xarray as xr
 
     if record is None:
         names = list(METRICS) + (["train_accuracy", "test_accuracy"] if problem.loss == "cross_entropy" else [])
         record = {name: np.full((epochs + 1, n_tasks), np.nan) for name in names}
         final = np.full((n_tasks, network.n_neurons, network.dim), np.nan)
-    dims = ("epoch", "task") if multi else ("epoch",)
-    data = {name: (dims, values if multi else values[:, 0]) for name, values in record.items()}
-    if multi:
-        for name in ("variance", "alpha", "wall_time", "evaluations"):  # one value per ensemble, not per task
-            data[name] = ("epoch", record[name][:, 0])
-    final = np.asarray(final if multi else final.reshape(final.shape[-2:]), dtype=np.float64)
-    data["final_params"] = (("task", "neuron", "component") if multi else ("neuron", "component"), final)
+    data = {name: (("epoch", "task"), values) for name, values in record.items()}
+    for name in ("variance", "alpha", "wall_time", "evaluations"):  # one value per ensemble, not per task
+        data[name] = ("epoch", record[name][:, 0])
+    data["final_params"] = (("task", "neuron", "component"), np.asarray(final, dtype=np.float64))
     if params is not None:
-        data["reported_params"] = (("epoch", "task", "neuron", "component") if multi
-                                   else ("epoch", "neuron", "component"), params if multi else params[:, 0])
+        data["reported_params"] = (("epoch", "task", "neuron", "component"), params)
     data["diverged_epoch"] = ((), np.int64(diverged))
     data["state_bytes"] = ((), np.int64(state_bytes))
-    coords = {"epoch": np.arange(epochs + 1),
+    coords = {"epoch": np.arange(epochs + 1), "task": np.arange(1, n_tasks + 1),
               "component": component_labels(network.n_inputs, network.n_outputs)}
-    if multi:
-        coords["task"] = np.arange(1, n_tasks + 1)
-    return apply_schema(xr.Dataset(data, coords=coords, attrs={"iterations_per_epoch": n_batches}))
+    ds = xr.Dataset(data, coords=coords, attrs={"iterations_per_epoch": n_batches})
+    return apply_schema(ds if problem.multitask else ds.isel(task=0, drop=True))
