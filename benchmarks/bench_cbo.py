@@ -93,7 +93,7 @@ def check_equivalence(seed=1, n=5, m=7, s=13):
     print("objective check: ok")
 
     # alpha = 10 so that several particles carry weight; check_f_dims off: it would consume draws
-    cbo = CBO(n_particles=n, dt=DT, drift=LAMBDA, sigma_squared=SIGMA_SQUARED, alpha=10.0, batch_size=s)
+    cbo = CBO(n_particles=n, dt=DT, drift_rate=LAMBDA, sigma_squared=SIGMA_SQUARED, alpha=10.0, batch_size=s)
     new = cbo.step(CBOState(theta), net, x, y, 0, np.random.default_rng(seed))
     dyn = make_cbx(theta, x, y, seed, check_f_dims=False)
     dyn.alpha[:] = 10.0
@@ -136,7 +136,7 @@ def main(argv=None):
     x, y = problem.x_train[batch], problem.y_train[batch]
     net = TwoLayerNetwork(n_inputs=1, n_outputs=1, n_neurons=m)
     dense = TwoLayerNetwork(n_inputs=1, n_outputs=1, n_neurons=m, evaluation="dense")
-    cbo = CBO(n_particles=n, dt=DT, drift=LAMBDA, sigma_squared=SIGMA_SQUARED, alpha=ALPHA, batch_size=s)
+    cbo = CBO(n_particles=n, dt=DT, drift_rate=LAMBDA, sigma_squared=SIGMA_SQUARED, alpha=ALPHA, batch_size=s)
     state = cbo.init(net, rng)
     theta0 = state.theta.copy()
     dense_state, dense_rng = CBOState(theta0.copy()), np.random.default_rng(1)

@@ -94,12 +94,12 @@ def time_width(m, args, evaluations, solvers):
     """Rows of the table for width m: {(solver, evaluation): (CBO run, OT-CBO run)}."""
     problem = square(n_train=5000, n_test=10, noise_std=0.01, seed=0)
     networks = {e: make_network(m, e) for e in evaluations}
-    methods = {solver: OTCBO(n_particles=args.n_particles, dt=DT, drift=LAMBDA, sigma_squared=SIGMA_SQUARED,
+    methods = {solver: OTCBO(n_particles=args.n_particles, dt=DT, drift_rate=LAMBDA, sigma_squared=SIGMA_SQUARED,
                              noise="additive", noise_decay=NOISE_DECAY, alpha=ALPHA, barycenter=solver,
                              reg=args.reg, barycenter_tol=1e-6 if solver == "sinkhorn" else 1e-9,
                              batch_size=args.batch_size, init_scale=INIT_SCALE, barycenter_workers=args.workers)
                for solver in solvers}
-    cbo = CBO(n_particles=args.n_particles, dt=DT, drift=LAMBDA, sigma_squared=SIGMA_SQUARED, alpha=ALPHA,
+    cbo = CBO(n_particles=args.n_particles, dt=DT, drift_rate=LAMBDA, sigma_squared=SIGMA_SQUARED, alpha=ALPHA,
               noise="anisotropic", batch_size=args.batch_size, init_scale=INIT_SCALE)
     # One initial state for every run: the particles and their unweighted exact barycenter.
     start = OTCBO(n_particles=args.n_particles, init_scale=INIT_SCALE, batch_size=args.batch_size).init(

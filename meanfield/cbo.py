@@ -45,7 +45,7 @@ class CBO(ConsensusMethod):
         Number of networks N >= 1.
     dt : float
         Time step > 0.
-    drift : float
+    drift_rate : float
         Drift rate :math:`\lambda > 0`.
     sigma_squared : float
         Noise rate :math:`\sigma^2 \geq 0` (the paper quotes :math:`\sigma^2`).
@@ -77,12 +77,12 @@ class CBO(ConsensusMethod):
 
     name = "cbo"
 
-    def __init__(self, n_particles=100, dt=0.1, drift=1.0, sigma_squared=1.0, alpha=1e5,
+    def __init__(self, n_particles=100, dt=0.1, drift_rate=1.0, sigma_squared=1.0, alpha=1e5,
                  noise="anisotropic", batch_size=100, init_scale=1.0, require_decay=False):
         super().__init__()
         self.n_particles = check_int("n_particles", n_particles, low=1)
         self.dt = check_float("dt", dt, low=0, low_open=True)
-        self.drift = check_float("drift", drift, low=0, low_open=True)
+        self.drift_rate = check_float("drift_rate", drift_rate, low=0, low_open=True)
         self.sigma_squared = check_float("sigma_squared", sigma_squared, low=0)
         self.alpha = make_schedule(alpha, "alpha")
         self.noise = make_noise(noise)
@@ -92,11 +92,11 @@ class CBO(ConsensusMethod):
 
     def init(self, network, rng):
         if self.require_decay and hasattr(self.noise, "decay_bound"):
-            bound = self.noise.decay_bound(self.drift, network.n_neurons * network.dim)
+            bound = self.noise.decay_bound(self.drift_rate, network.n_neurons * network.dim)
             if not (self.sigma_squared < bound or self.sigma_squared == 0):
                 raise ValueError(
-                    f"sigma_squared must be < {bound:g} with {self.noise.name} noise and drift {self.drift:g} "
-                    f"for a guaranteed decay (require_decay=True), got {self.sigma_squared}"
+                    f"sigma_squared must be < {bound:g} with {self.noise.name} noise and drift_rate "
+                    f"{self.drift_rate:g} for a guaranteed decay (require_decay=True), got {self.sigma_squared}"
                 )
         return CBOState(network.init(self.n_particles, self.init_scale, rng))
 
@@ -125,7 +125,7 @@ class CBO(ConsensusMethod):
     def params(self):
         """Hyper-parameters as plain values (for dataset attributes)."""
         return {
-            "n_particles": self.n_particles, "dt": self.dt, "drift": self.drift,
+            "n_particles": self.n_particles, "dt": self.dt, "drift_rate": self.drift_rate,
             "sigma_squared": self.sigma_squared, "alpha": repr(self.alpha), "noise": self.noise.name,
             "batch_size": self.batch_size, "init_scale": self.init_scale,
         }

@@ -49,17 +49,18 @@ class HybridCBOAdam(CBO):
     beta1, beta2, eps : float
         Adam's moment decay rates and denominator offset (learning rate = dt, as in the paper).
     **cbo_params
-        n_particles, dt, drift, sigma_squared, alpha, noise, batch_size, init_scale, require_decay.
+        n_particles, dt, drift_rate, sigma_squared, alpha, noise, batch_size, init_scale, require_decay.
     """
 
     name = "hybrid"
     passes = 3  # the forward pass and the two products of the backward pass
 
-    def __init__(self, gamma=0.5, beta1=0.9, beta2=0.999, eps=1e-8, n_particles=100, dt=0.1, drift=1.0,
+    def __init__(self, gamma=0.5, beta1=0.9, beta2=0.999, eps=1e-8, n_particles=100, dt=0.1, drift_rate=1.0,
                  sigma_squared=1.0, alpha=1e5, noise="anisotropic", batch_size=100, init_scale=1.0,
                  require_decay=False):
-        super().__init__(n_particles=n_particles, dt=dt, drift=drift, sigma_squared=sigma_squared, alpha=alpha,
-                         noise=noise, batch_size=batch_size, init_scale=init_scale, require_decay=require_decay)
+        super().__init__(n_particles=n_particles, dt=dt, drift_rate=drift_rate, sigma_squared=sigma_squared,
+                         alpha=alpha, noise=noise, batch_size=batch_size, init_scale=init_scale,
+                         require_decay=require_decay)
         require_epoch_schedule("alpha", self.alpha, self.name)
         self.gamma = check_float("gamma", gamma, low=0, high=1)
         self.beta1 = check_float("beta1", beta1, low=0, high=1, high_open=True)
@@ -75,9 +76,9 @@ class HybridCBOAdam(CBO):
         risks, grad = network.risk_and_grad(state.theta, x, y)
         return SimpleNamespace(risks=risks, grad=grad)
 
-    def rates(self, state):
+    def rates(self, state, epoch):
         cbo_part = 1.0 - self.gamma
-        return cbo_part * self.drift, cbo_part * math.sqrt(self.sigma_squared)
+        return cbo_part * self.drift_rate, cbo_part * math.sqrt(self.sigma_squared)
 
     def advance(self, state, theta, step):
         k = state.k + 1

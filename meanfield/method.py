@@ -75,7 +75,7 @@ class Method(Protocol):
     # a multi-task method also has check_tasks(n_tasks), raising a ValueError if it cannot serve them
 
 
-def consensus_update(theta, targets, dt, drift, sigma, noise, xi):
+def consensus_update(theta, targets, dt, drift_rate, sigma, noise, xi):
     """One consensus move of every particle toward its target (eq. 21).
 
     Parameters
@@ -83,7 +83,7 @@ def consensus_update(theta, targets, dt, drift, sigma, noise, xi):
     theta : array, shape (N, ...)
     targets : array, shape (...) or (N, ...)
         The consensus point, or one target per particle.
-    dt, drift, sigma : float
+    dt, drift_rate, sigma : float
         Time step, drift rate lambda and noise rate sigma (not squared).
     noise : callable
         Noise strategy ``noise(diff, xi)``.
@@ -104,11 +104,11 @@ def consensus_update(theta, targets, dt, drift, sigma, noise, xi):
     diff = theta - targets
     if not (isinstance(diff, np.ndarray) and isinstance(xi, np.ndarray) and xi.dtype == diff.dtype
             and type(noise) in _IN_PLACE):
-        return theta - (drift * dt) * diff + (sigma * math.sqrt(dt)) * noise(diff, xi)
-    # theta - (drift dt) diff + (sigma sqrt(dt)) noise, each product and sum as in that expression
+        return theta - (drift_rate * dt) * diff + (sigma * math.sqrt(dt)) * noise(diff, xi)
+    # theta - (drift_rate dt) diff + (sigma sqrt(dt)) noise, each product and sum as in that expression
     step = noise(diff, xi, out=xi)
     step *= sigma * math.sqrt(dt)
-    diff *= drift * dt
+    diff *= drift_rate * dt
     out = theta - diff
     out += step
     return out
@@ -120,7 +120,7 @@ _IN_PLACE = (AnisotropicNoise, IsotropicNoise, AdditiveNoise)
 class ConsensusMethod:
     """Base of the consensus methods: :meth:`step` is the shared iteration.
 
-    A subclass sets ``dt``, ``drift``, ``sigma_squared``, ``alpha``, ``noise`` and ``batch_size`` and
+    A subclass sets ``dt``, ``drift_rate``, ``sigma_squared``, ``alpha``, ``noise`` and ``batch_size`` and
     defines :meth:`init`, :meth:`targets` and :meth:`advance`; it may override :meth:`risks` and
     :meth:`rates`. The ``step`` record passed between the hooks holds ``risks``, ``alpha`` and
     ``weights``, and whatever the hooks add to it (a gradient, a task assignment, barycenters).
@@ -139,17 +139,17 @@ class ConsensusMethod:
         step.weights = gibbs_weights(step.risks, step.alpha, axis=0)
         targets = self.targets(state, step)
         xi = self._normal(rng, state.theta)
-        drift, sigma = self.rates(state)
-        theta = consensus_update(state.theta, targets, self.dt, drift, sigma, self.noise, xi)
+        drift_rate, sigma = self.rates(state, epoch)
+        theta = consensus_update(state.theta, targets, self.dt, drift_rate, sigma, self.noise, xi)
         return self.advance(state, theta, step)
 
     def risks(self, state, network, x, y):
         """The step record with the particles' risks on the minibatch, (N,)."""
         return SimpleNamespace(risks=network.risk(state.theta, x, y))
 
-    def rates(self, state):
+    def rates(self, state, epoch):
         """Drift rate lambda and noise rate sigma (not squared) of this step's move."""
-        return self.drift, math.sqrt(self.sigma_squared)
+        return self.drift_rate, math.sqrt(self.sigma_squared)
 
     def targets(self, state, step):
         """Where each particle moves, (M, D) or (N, M, D)."""

@@ -72,17 +72,18 @@ class MultiTaskCBO(CBO):
         False: only the task's own particles (P independent CBO runs of N / P particles).
     n_particles : int
         In total, over all tasks.
-    dt, drift, sigma_squared, alpha, noise, batch_size, init_scale, require_decay
+    dt, drift_rate, sigma_squared, alpha, noise, batch_size, init_scale, require_decay
         As for :class:`meanfield.cbo.CBO`.
     """
 
     name = "multitask"
     multitask = True
 
-    def __init__(self, assignment="blocks", shared=True, n_particles=100, dt=0.1, drift=1.0, sigma_squared=1.0,
+    def __init__(self, assignment="blocks", shared=True, n_particles=100, dt=0.1, drift_rate=1.0, sigma_squared=1.0,
                  alpha=1e5, noise="anisotropic", batch_size=100, init_scale=1.0, require_decay=False):
-        super().__init__(n_particles=n_particles, dt=dt, drift=drift, sigma_squared=sigma_squared, alpha=alpha,
-                         noise=noise, batch_size=batch_size, init_scale=init_scale, require_decay=require_decay)
+        super().__init__(n_particles=n_particles, dt=dt, drift_rate=drift_rate, sigma_squared=sigma_squared,
+                         alpha=alpha, noise=noise, batch_size=batch_size, init_scale=init_scale,
+                         require_decay=require_decay)
         require_epoch_schedule("alpha", self.alpha, self.name)
         task_assignment(2, 1, assignment)  # validates the name early
         self.assignment, self.shared = assignment, check_bool("shared", shared)

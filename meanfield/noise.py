@@ -81,12 +81,12 @@ class AnisotropicNoise:
         return diff * xi if out is None else np.multiply(diff, xi, out=out)
 
     @staticmethod
-    def decay_bound(drift, dim):
+    def decay_bound(drift_rate, dim):
         """Largest sigma^2 for which the variance is guaranteed to decay (the continuous-time condition)."""
-        return 2.0 * drift
+        return 2.0 * drift_rate
 
     @staticmethod
-    def step_variance_factor(dt, drift, sigma_squared, dim):
+    def step_variance_factor(dt, drift_rate, sigma_squared, dim):
         r"""Mean factor of :math:`|\theta_n - V|^2` in one step about a fixed consensus,
         :math:`E[(1 - \lambda dt + \sigma\sqrt{dt}\,\xi)^2] = (1 - \lambda dt)^2 + \sigma^2 dt`
         per component: below 1 is the discrete-time condition for the variance to decay.
@@ -94,7 +94,7 @@ class AnisotropicNoise:
         >>> round(AnisotropicNoise.step_variance_factor(0.1, 1.0, 1.6, 300), 12)
         0.97
         """
-        return (1.0 - drift * dt) ** 2 + sigma_squared * dt
+        return (1.0 - drift_rate * dt) ** 2 + sigma_squared * dt
 
 
 class IsotropicNoise:
@@ -118,14 +118,14 @@ class IsotropicNoise:
         return norm * xi if out is None else np.multiply(norm, xi, out=out)
 
     @staticmethod
-    def decay_bound(drift, dim):
-        return 2.0 * drift / dim
+    def decay_bound(drift_rate, dim):
+        return 2.0 * drift_rate / dim
 
     @staticmethod
-    def step_variance_factor(dt, drift, sigma_squared, dim):
+    def step_variance_factor(dt, drift_rate, sigma_squared, dim):
         r"""As :meth:`AnisotropicNoise.step_variance_factor`, with every one of the ``dim`` components
         scaled by the whole norm: :math:`(1 - \lambda dt)^2 + \sigma^2 dt\, D`."""
-        return (1.0 - drift * dt) ** 2 + sigma_squared * dt * dim
+        return (1.0 - drift_rate * dt) ** 2 + sigma_squared * dt * dim
 
 
 class AdditiveNoise:
@@ -149,11 +149,11 @@ class AdditiveNoise:
         return out
 
     @staticmethod
-    def decay_bound(drift, dim):
+    def decay_bound(drift_rate, dim):
         return 0.0
 
     @staticmethod
-    def step_variance_factor(dt, drift, sigma_squared, dim):
+    def step_variance_factor(dt, drift_rate, sigma_squared, dim):
         """NaN: additive noise adds variance at consensus, no factor describes it."""
         return math.nan
 

@@ -29,7 +29,7 @@ from meanfield.consensus import effective_sample_size
 from meanfield.method import ConsensusMethod
 from meanfield.multitask import task_assignment
 from meanfield.noise import make_noise
-from meanfield.schedules import make_schedule, require_epoch_schedule
+from meanfield.schedules import EffectiveSampleSize, make_schedule, require_epoch_schedule, schedule_value
 from meanfield.transport import ExactBarycenter, SinkhornBarycenter, variance_from_distances, w2_squared
 
 __all__ = ["OTCBO", "OTCBOState", "MultiTaskOTCBO"]
@@ -62,15 +62,16 @@ class OTCBO(ConsensusMethod):
     ----------
     n_particles : int
         Number of particle measures N >= 1.
-    dt, drift : float
+    dt, drift_rate : float
         Time step > 0 and drift rate :math:`\lambda > 0`, with :math:`\lambda\, dt \le 1`.
     sigma_squared : float
         :math:`\sigma^2 \geq 0` at the first iteration; 0 is the deterministic scheme.
     noise : {"additive", "anisotropic"}
         Additive (paper, eq. 49-54) or multiplicative in matched coordinates ("anisotropic").
     noise_decay : float, dict or schedule
-        Factor on sigma as a function of the ITERATION count (the paper: x0.9 every 100
-        iterations, ``{kind = "step", initial = 1.0, factor = 0.9, every = 100}``).
+        Factor on sigma over iterations or epochs, as its ``unit`` says; a step table without a
+        ``unit`` counts iterations (the paper: x0.9 every 100 iterations,
+        ``{kind = "step", initial = 1.0, factor = 0.9, every = 100, unit = "iteration"}``).
     alpha : float, dict or schedule
         Inverse temperature over epochs.
     barycenter : {"exact", "sinkhorn"}
@@ -97,23 +98,25 @@ class OTCBO(ConsensusMethod):
     name = "otcbo"
     passes = 1  # the risks; the barycenter's cost is recorded apart (barycenter_time)
 
-    def __init__(self, n_particles=100, dt=0.1, drift=1.0, sigma_squared=0.0, noise="additive", noise_decay=1.0,
+    def __init__(self, n_particles=100, dt=0.1, drift_rate=1.0, sigma_squared=0.0, noise="additive", noise_decay=1.0,
                  alpha=1e4, barycenter="exact", reg=0.05, barycenter_max_iter=100, barycenter_tol=1e-9,
                  sinkhorn_max_iter=1000, sinkhorn_tol=1e-9, batch_size=100, init_scale=2.0, barycenter_workers=1):
         super().__init__()
         self.n_particles = check_int("n_particles", n_particles, low=1)
         self.dt = check_float("dt", dt, low=0, low_open=True)
-        self.drift = check_float("drift", drift, low=0, low_open=True)
-        if self.drift * self.dt > 1:
+        self.drift_rate = check_float("drift_rate", drift_rate, low=0, low_open=True)
+        if self.drift_rate * self.dt > 1:
             # x <- x - lambda dt (x - T(x)) with lambda dt > 1 moves every atom past its image T(x)
             # under the map to the barycenter: Proposition 3 needs lambda dt in (0, 1].
-            raise ValueError("drift * dt must be <= 1 (the move toward the barycenter overshoots otherwise), "
-                             f"got drift = {self.drift:.15g}, dt = {self.dt:.15g}")
+            raise ValueError("drift_rate * dt must be <= 1 (the move toward the barycenter overshoots otherwise), "
+                             f"got drift_rate = {self.drift_rate:.15g}, dt = {self.dt:.15g}")
         self.sigma_squared = check_float("sigma_squared", sigma_squared, low=0)
         if noise not in ("additive", "anisotropic"):
             raise ValueError(f"noise must be one of ['additive', 'anisotropic'], got {noise!r}")
         self.noise = make_noise(noise)
-        self.noise_decay = make_schedule(noise_decay, "noise_decay")
+        self.noise_decay = make_schedule(noise_decay, "noise_decay", unit="iteration")
+        if isinstance(self.noise_decay, EffectiveSampleSize):
+            raise ValueError("noise_decay must be a number or a step schedule, not an effective sample size")
         self.alpha = require_epoch_schedule("alpha", make_schedule(alpha, "alpha"), self.name)
         try:
             self.barycenter_workers = check_workers(barycenter_workers)
@@ -157,8 +160,9 @@ class OTCBO(ConsensusMethod):
                                                               state.warm_start)
         return step.result.maps
 
-    def rates(self, state):
-        return self.drift, math.sqrt(self.sigma_squared) * self.noise_decay(state.iteration)
+    def rates(self, state, epoch):
+        decay = schedule_value(self.noise_decay, epoch, state.iteration)
+        return self.drift_rate, math.sqrt(self.sigma_squared) * decay
 
     def advance(self, state, theta, step):
         result = step.result
@@ -192,12 +196,12 @@ class MultiTaskOTCBO(OTCBO):
     name = "multitask_otcbo"
     multitask = True
 
-    def __init__(self, assignment="blocks", n_particles=100, dt=0.1, drift=1.0, sigma_squared=0.0, noise="additive",
-                 noise_decay=1.0, alpha=1e4, barycenter="exact", reg=0.05, barycenter_max_iter=100,
+    def __init__(self, assignment="blocks", n_particles=100, dt=0.1, drift_rate=1.0, sigma_squared=0.0,
+                 noise="additive", noise_decay=1.0, alpha=1e4, barycenter="exact", reg=0.05, barycenter_max_iter=100,
                  barycenter_tol=1e-9, sinkhorn_max_iter=1000, sinkhorn_tol=1e-9, batch_size=100,
                  init_scale=2.0, barycenter_workers=1):
-        super().__init__(n_particles=n_particles, dt=dt, drift=drift, sigma_squared=sigma_squared, noise=noise,
-                         noise_decay=noise_decay, alpha=alpha, barycenter=barycenter, reg=reg,
+        super().__init__(n_particles=n_particles, dt=dt, drift_rate=drift_rate, sigma_squared=sigma_squared,
+                         noise=noise, noise_decay=noise_decay, alpha=alpha, barycenter=barycenter, reg=reg,
                          barycenter_max_iter=barycenter_max_iter, barycenter_tol=barycenter_tol,
                          sinkhorn_max_iter=sinkhorn_max_iter, sinkhorn_tol=sinkhorn_tol,
                          batch_size=batch_size, init_scale=init_scale, barycenter_workers=barycenter_workers)

@@ -86,11 +86,24 @@ def plural(n, noun):
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
+# parameters renamed since datasets were first written: new name -> old name
+_LEGACY_NAMES = {"drift_rate": "drift"}
+
+
+def method_param(ds, label, name):
+    """Setting ``name`` of method ``label`` from the dataset's attributes ``methods.<label>.<name>``,
+    under its former name in datasets written before the rename (``drift`` for ``drift_rate``)."""
+    key = f"methods.{label}.{name}"
+    if key not in ds.attrs and name in _LEGACY_NAMES:
+        key = f"methods.{label}.{_LEGACY_NAMES[name]}"
+    return ds.attrs[key]
+
+
 def _decay_factor(ds, label):
     """(1 - lambda dt)^(2 k) per recorded epoch, k = iterations per epoch, from the method's effective
-    parameters ``methods.<label>.dt`` and ``methods.<label>.drift``."""
-    dt, drift = (float(ds.attrs[f"methods.{label}.{key}"]) for key in ("dt", "drift"))
-    return (1 - drift * dt) ** (2 * int(ds.attrs["iterations_per_epoch"]))
+    parameters ``methods.<label>.dt`` and ``methods.<label>.drift_rate``."""
+    dt, drift_rate = (float(method_param(ds, label, key)) for key in ("dt", "drift_rate"))
+    return (1 - drift_rate * dt) ** (2 * int(ds.attrs["iterations_per_epoch"]))
 
 
 def variance_factors(ds, fit_epochs=10, floor=1e-20, confidence=0.95):
@@ -126,9 +139,10 @@ def variance_factors(ds, fit_epochs=10, floor=1e-20, confidence=0.95):
         if ds.attrs.get(f"methods.{label}.method") != "cbo" or noise not in ("anisotropic", "isotropic"):
             continue
         strategy = make_noise(noise)
-        dt, drift, sigma_squared = (float(ds.attrs[f"methods.{label}.{k}"]) for k in ("dt", "drift", "sigma_squared"))
+        dt, drift_rate, sigma_squared = (float(method_param(ds, label, key))
+                                         for key in ("dt", "drift_rate", "sigma_squared"))
         dim = ds.sizes["neuron"] * ds.sizes["component"]
-        predicted = strategy.step_variance_factor(dt, drift, sigma_squared, dim)
+        predicted = strategy.step_variance_factor(dt, drift_rate, sigma_squared, dim)
         variance = ds.variance.sel({METHOD_DIM: label}).transpose("seed", "epoch").values
         factors, collapse = [], []
         for v in variance:
@@ -146,7 +160,7 @@ def variance_factors(ds, fit_epochs=10, floor=1e-20, confidence=0.95):
                            n_resamples=2000, random_state=0).confidence_interval
             low, high = ci.low, ci.high
         rows.append({"label": label, "noise": noise, "sigma_squared": sigma_squared, "predicted": predicted,
-                     "continuous": _condition(strategy.decay_bound(drift, dim) - sigma_squared),
+                     "continuous": _condition(strategy.decay_bound(drift_rate, dim) - sigma_squared),
                      "discrete": _condition(1.0 - predicted),
                      "measured": float(np.median(factors)) if len(factors) else np.nan, "low": low, "high": high,
                      "collapsed": len(collapse), "seeds": len(variance),

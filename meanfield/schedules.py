@@ -220,10 +220,11 @@ def require_epoch_schedule(name, schedule, method):
     return schedule
 
 
-def make_schedule(spec, name="schedule"):
+def make_schedule(spec, name="schedule", unit="epoch"):
     """A schedule from a number (constant), a dict ``{"kind": "step", ...}`` or an instance.
 
-    Errors name the schedule: ``alpha.factor must be a finite number > 0, got inf``.
+    ``unit`` is what a step table without a ``unit`` key counts: "epoch" for alpha, "iteration" for
+    OT-CBO's noise decay. Errors name the schedule: ``alpha.factor must be a finite number > 0, got inf``.
     """
     if isinstance(spec, (Constant, Step, EffectiveSampleSize)):
         return spec
@@ -232,6 +233,8 @@ def make_schedule(spec, name="schedule"):
     if isinstance(spec, dict):
         spec = dict(spec)
         kind = spec.pop("kind", None)
+        if kind == "step":
+            spec.setdefault("unit", unit)
         kinds = {"constant": Constant, "step": Step, "effective_sample_size": EffectiveSampleSize}
         if kind not in kinds:
             raise ValueError(f"{name}.kind must be one of {sorted(kinds)}, got {kind!r}")

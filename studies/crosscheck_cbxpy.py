@@ -153,9 +153,9 @@ class NumpyCBO:
     theta_n <- theta_n - lambda dt (theta_n - V) + sigma sqrt(dt) (theta_n - V) * xi_n, xi ~ N(0, I).
     """
 
-    def __init__(self, theta, risk, dt, drift, sigma, rng):
+    def __init__(self, theta, risk, dt, drift_rate, sigma, rng):
         self.theta, self.risk, self.rng = np.array(theta, dtype=np.float64), risk, rng
-        self.dt, self.drift, self.sigma = dt, drift, sigma
+        self.dt, self.drift_rate, self.sigma = dt, drift_rate, sigma
         self.alpha, self.consensus = None, None
 
     def step(self, x, y):
@@ -165,7 +165,7 @@ class NumpyCBO:
         v = np.tensordot(weights, self.theta, axes=1)
         diff = self.theta - v
         xi = self.rng.standard_normal(self.theta.shape)
-        self.theta = self.theta - self.drift * self.dt * diff + self.sigma * math.sqrt(self.dt) * diff * xi
+        self.theta = self.theta - self.drift_rate * self.dt * diff + self.sigma * math.sqrt(self.dt) * diff * xi
         self.consensus = v
 
 
@@ -206,7 +206,7 @@ class CbxDriver:
 
         self.dyn = CbxCBO(objective, f_dim="3D", check_f_dims=False, x=theta.reshape(1, n, m * d).copy(),
                           noise=method.noise.name, alpha=float(method.alpha(0)), dt=method.dt,
-                          lamda=method.drift, sigma=math.sqrt(method.sigma_squared), batch_args={"size": n},
+                          lamda=method.drift_rate, sigma=math.sqrt(method.sigma_squared), batch_args={"size": n},
                           sampler=noise_rng.standard_normal, post_process=lambda dyn: None,
                           track_args={"names": []}, verbosity=0)
 
@@ -226,7 +226,7 @@ class NumpyDriver:
     """``NumpyCBO`` on meanfield's initial particles."""
 
     def __init__(self, method, network, init_rng, noise_rng, risk):
-        self.cbo = NumpyCBO(method.init(network, init_rng).theta, risk, method.dt, method.drift,
+        self.cbo = NumpyCBO(method.init(network, init_rng).theta, risk, method.dt, method.drift_rate,
                             math.sqrt(method.sigma_squared), noise_rng)
 
     theta = property(lambda self: self.cbo.theta)
@@ -558,7 +558,8 @@ def summary(ds, method, train_check):
     a = ds.attrs
     epochs, seeds = ds.sizes["epoch"] - 1, ds.sizes["seed"]
     settings = (f"Settings: N = {a['N']} networks of M = {a['M']} relu neurons, S = {a['S']} training samples, "
-                f"minibatch S' = {a['batch_size']}, dt = {a['dt']}, lambda = {a['drift']}, sigma^2 = "
+                f"minibatch S' = {a['batch_size']}, dt = {a['dt']}, "
+                f"lambda = {a.get('drift_rate', a.get('drift'))}, sigma^2 = "
                 f"{a['sigma_squared']}, {a['noise']} noise, alpha = {a['alpha_schedule']} (set per epoch), "
                 f"{epochs} epochs, {seeds} seed{'s' * (seeds > 1)} (root seed {a['root_seed']}); Adam: lr = "
                 f"{a['adam_lr']}, S' = {a['adam_batch_size']}.")
@@ -749,7 +750,8 @@ def main(argv=None):
         "lockstep_epochs": args.lockstep_epochs, "lockstep_seed": LOCKSTEP_SEED,
         "assert_epochs": args.assert_epochs, "tolerances_json": json.dumps(TOLERANCES),
         "N": method.n_particles, "M": network.n_neurons, "S": problem.n_train, "batch_size": method.batch_size,
-        "dt": method.dt, "drift": method.drift, "sigma_squared": method.sigma_squared, "noise": method.noise.name,
+        "dt": method.dt, "drift_rate": method.drift_rate, "sigma_squared": method.sigma_squared,
+        "noise": method.noise.name,
         "alpha_schedule": repr(method.alpha), "adam_lr": adam.get("lr", math.nan),
         "adam_batch_size": adam["batch_size"], "train_check": train_check,
         "parameters_json": json.dumps(params, sort_keys=True, default=str),

@@ -46,18 +46,18 @@ def test_zero_noise_contracts_offsets_by_exactly_one_minus_lambda_dt():
     rng = np.random.default_rng(3)
     theta = rng.normal(size=(7, 5, 3))
     v = consensus_point(theta, gibbs_weights(rng.uniform(size=7), 2.0))
-    dt, drift = 0.3, 1.5
+    dt, drift_rate = 0.3, 1.5
     first = theta
     for _ in range(5):
-        new = consensus_update(theta, v, dt, drift, 0.0, AnisotropicNoise(), rng.normal(size=theta.shape))
-        assert_allclose(new - v, (1 - drift * dt) * (theta - v), rtol=1e-13)
+        new = consensus_update(theta, v, dt, drift_rate, 0.0, AnisotropicNoise(), rng.normal(size=theta.shape))
+        assert_allclose(new - v, (1 - drift_rate * dt) * (theta - v), rtol=1e-13)
         theta = new
-    assert_allclose(theta - v, (1 - drift * dt) ** 5 * (first - v), rtol=1e-12)
+    assert_allclose(theta - v, (1 - drift_rate * dt) ** 5 * (first - v), rtol=1e-12)
 
 
 def test_variance_contracts_by_exactly_factor_squared_at_alpha_zero():
     net = TwoLayerNetwork(1, 1, 4)
-    cbo = CBO(n_particles=9, dt=0.2, drift=1.0, sigma_squared=0.0, alpha=0.0, batch_size=5)
+    cbo = CBO(n_particles=9, dt=0.2, drift_rate=1.0, sigma_squared=0.0, alpha=0.0, batch_size=5)
     rng = np.random.default_rng(4)
     state = cbo.init(net, rng)
     x, y = rng.uniform(size=(5, 1)), rng.normal(size=5)
@@ -75,9 +75,9 @@ def test_variance_contracts_by_exactly_factor_squared_at_alpha_zero():
 def test_one_step_variance_factor_at_alpha_zero(noise):
     """E[Var'/Var] = (1 - lambda dt)^2 + sigma^2 dt (1 - 1/N) k, with k = 1 (anisotropic) or the
     number of components of a particle (isotropic); mean over independent replicas within 4 SE."""
-    n_particles, dt, drift, sigma_squared = 6, 0.1, 1.0, 1.6
+    n_particles, dt, drift_rate, sigma_squared = 6, 0.1, 1.0, 1.6
     net = TwoLayerNetwork(1, 1, 2)
-    cbo = CBO(n_particles=n_particles, dt=dt, drift=drift, sigma_squared=sigma_squared, alpha=0.0,
+    cbo = CBO(n_particles=n_particles, dt=dt, drift_rate=drift_rate, sigma_squared=sigma_squared, alpha=0.0,
               noise=noise, batch_size=3)
     state = cbo.init(net, np.random.default_rng(5))
     x, y = np.linspace(0, 1, 3)[:, None], np.zeros(3)
@@ -89,7 +89,7 @@ def test_one_step_variance_factor_at_alpha_zero(noise):
         for r in replicas
     ])
     k = 1 if noise == "anisotropic" else net.n_neurons * net.dim
-    expected = (1 - drift * dt) ** 2 + sigma_squared * dt * (1 - 1 / n_particles) * k
+    expected = (1 - drift_rate * dt) ** 2 + sigma_squared * dt * (1 - 1 / n_particles) * k
     se = ratios.std(ddof=1) / np.sqrt(len(ratios))
     assert abs(ratios.mean() - expected) < 4 * se, (ratios.mean(), expected, se)
 
@@ -103,7 +103,7 @@ def test_isotropic_noise_uses_the_particle_norm():
 def test_quick_cbo_run_on_sine_lowers_the_risk():
     problem = sine(n_train=800, n_test=200)
     net = TwoLayerNetwork(1, 1, 20)
-    cbo = CBO(n_particles=50, dt=0.1, drift=1.0, sigma_squared=1.6, alpha=1e5, batch_size=100)
+    cbo = CBO(n_particles=50, dt=0.1, drift_rate=1.0, sigma_squared=1.6, alpha=1e5, batch_size=100)
     ds = train(cbo, net, problem, epochs=8, seed=0)
     assert ds.train_risk[-1] < 0.5 * ds.train_risk[0], ds.train_risk.values
     assert int(ds.diverged_epoch) == -1
@@ -125,10 +125,10 @@ def test_invalid_hyper_parameters_name_the_parameter():
         CBO(dt=0.0)
     with pytest.raises(ValueError, match="noise must be one of"):
         CBO(noise="pink")
-    cbo = CBO(drift=1.0, sigma_squared=2.0, require_decay=True)
+    cbo = CBO(drift_rate=1.0, sigma_squared=2.0, require_decay=True)
     with pytest.raises(ValueError, match=r"sigma_squared must be < 2 with anisotropic noise .*require_decay"):
         cbo.init(TwoLayerNetwork(1, 1, 3), np.random.default_rng())
-    CBO(drift=1.0, sigma_squared=1.9, require_decay=True).init(TwoLayerNetwork(1, 1, 3), np.random.default_rng())
+    CBO(drift_rate=1.0, sigma_squared=1.9, require_decay=True).init(TwoLayerNetwork(1, 1, 3), np.random.default_rng())
 
 
 def _gibbs_loop(risks, alpha):
@@ -248,12 +248,12 @@ def test_step_variance_factor_is_the_mean_growth_about_a_fixed_consensus(noise):
     from meanfield.method import consensus_update
     from meanfield.noise import make_noise
 
-    strategy, dim, dt, drift, sigma_squared = make_noise(noise), 6, 0.1, 1.0, 1.6
+    strategy, dim, dt, drift_rate, sigma_squared = make_noise(noise), 6, 0.1, 1.0, 1.6
     rng = np.random.default_rng(11)
     theta = rng.standard_normal((20_000, dim))
     theta /= np.linalg.norm(theta, axis=1, keepdims=True)  # |theta_n - V| = 1 for every particle
-    new = consensus_update(theta, np.zeros(dim), dt, drift, np.sqrt(sigma_squared), strategy,
+    new = consensus_update(theta, np.zeros(dim), dt, drift_rate, np.sqrt(sigma_squared), strategy,
                      rng.standard_normal(theta.shape))
     growth = np.sum(new ** 2, axis=1)
-    expected = strategy.step_variance_factor(dt, drift, sigma_squared, dim)
+    expected = strategy.step_variance_factor(dt, drift_rate, sigma_squared, dim)
     assert abs(growth.mean() - expected) < 5 * growth.std(ddof=1) / np.sqrt(len(growth)), (growth.mean(), expected)

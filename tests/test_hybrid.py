@@ -27,7 +27,7 @@ def test_gamma_one_is_independent_adam_runs():
 
 
 def test_gamma_zero_is_cbo():
-    kwargs = dict(dt=0.1, drift=1.0, sigma_squared=1.6, alpha=1e4, **COMMON)
+    kwargs = dict(dt=0.1, drift_rate=1.0, sigma_squared=1.6, alpha=1e4, **COMMON)
     a = train(HybridCBOAdam(gamma=0.0, **kwargs), NET, PROBLEM, 3, seed=5)
     b = train(CBO(**kwargs), NET, PROBLEM, 3, seed=5)
     for var in ("train_risk", "best_particle_risk", "variance"):

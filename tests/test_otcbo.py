@@ -26,13 +26,13 @@ def run_steps(method, net, n_steps, seed=0):
 @pytest.mark.parametrize("n_neurons, n_particles, dt", [(5, 4, 0.1), (12, 7, 0.5), (20, 3, 1.0), (8, 30, 0.25)])
 def test_proposition_3_variance_decays_at_least_geometrically(n_neurons, n_particles, dt):
     """alpha = 0, no noise, warm-started exact barycenter: Var^{k+1} <= (1 - lambda dt)^2 Var^k."""
-    drift = 1.0 if dt < 1 else 0.9
-    method = OTCBO(n_particles=n_particles, dt=dt, drift=drift, sigma_squared=0.0, alpha=0.0, batch_size=50)
+    drift_rate = 1.0 if dt < 1 else 0.9
+    method = OTCBO(n_particles=n_particles, dt=dt, drift_rate=drift_rate, sigma_squared=0.0, alpha=0.0, batch_size=50)
     states = run_steps(method, TwoLayerNetwork(1, 1, n_neurons), 12)
     var = np.array([0.5 * s.w2.mean() for s in states[1:]])
     assert var[0] > 0
     # rounding only: the inequality is exact in exact arithmetic
-    assert np.all(var[1:] <= (1 - drift * dt) ** 2 * var[:-1] * (1 + 1e-12) + 1e-15), var[1:] / var[:-1]
+    assert np.all(var[1:] <= (1 - drift_rate * dt) ** 2 * var[:-1] * (1 + 1e-12) + 1e-15), var[1:] / var[:-1]
 
 
 def test_one_dimensional_step_moves_sorted_atoms_toward_their_average():
@@ -78,6 +78,21 @@ def test_additive_noise_decays_with_its_schedule():
     method = OTCBO(n_particles=3, sigma_squared=4.0, noise_decay={"kind": "step", "initial": 1.0, "factor": 0.5,
                                                                   "every": 2}, alpha=0.0, batch_size=10)
     assert [2.0 * method.noise_decay(k) for k in range(5)] == [2.0, 2.0, 1.0, 1.0, 0.5]
+
+
+def test_noise_decay_counts_what_its_unit_says():
+    """A step table without a unit counts iterations (the paper's decay), and says so in its repr; one
+    with unit = "epoch" counts epochs. The step's noise rate follows the unit."""
+    halving = {"kind": "step", "initial": 1.0, "factor": 0.5, "every": 2}
+    per_iteration = OTCBO(sigma_squared=4.0, noise_decay=halving)
+    per_epoch = OTCBO(sigma_squared=4.0, noise_decay={**halving, "unit": "epoch"})
+    assert "unit='iteration'" in repr(per_iteration.noise_decay)
+    state = otcbo.OTCBOState(theta=None, iteration=4)
+    assert per_iteration.rates(state, epoch=0) == (1.0, 0.5)
+    assert per_epoch.rates(state, epoch=0) == (1.0, 2.0)
+    assert per_epoch.rates(state, epoch=2) == (1.0, 1.0)
+    with pytest.raises(ValueError, match="noise_decay must be a number or a step schedule"):
+        OTCBO(noise_decay={"kind": "effective_sample_size", "target": 0.5})
 
 
 def test_short_run_on_square_lowers_the_risk_and_records_both_variances():
@@ -197,14 +212,14 @@ def test_drift_times_dt_above_one_is_refused(cls):
     """lambda dt > 1 moves every atom past its image under the map to the barycenter (Proposition 3
     needs lambda dt in (0, 1]); finite CBO keeps accepting it."""
     method = {"OTCBO": OTCBO, "MultiTaskOTCBO": MultiTaskOTCBO}[cls]
-    message = ("drift * dt must be <= 1 (the move toward the barycenter overshoots otherwise), "
-               "got drift = 20, dt = 0.1")
+    message = ("drift_rate * dt must be <= 1 (the move toward the barycenter overshoots otherwise), "
+               "got drift_rate = 20, dt = 0.1")
     with pytest.raises(ValueError, match=re.escape(message)):
-        method(drift=20.0, dt=0.1)
-    with pytest.raises(ValueError, match=re.escape("got drift = 1.5, dt = 0.7")):
-        method(drift=1.5, dt=0.7)
-    method(drift=10.0, dt=0.1)  # lambda dt = 1: every atom moves onto its image
-    CBO(drift=20.0, dt=0.1)
+        method(drift_rate=20.0, dt=0.1)
+    with pytest.raises(ValueError, match=re.escape("got drift_rate = 1.5, dt = 0.7")):
+        method(drift_rate=1.5, dt=0.7)
+    method(drift_rate=10.0, dt=0.1)  # lambda dt = 1: every atom moves onto its image
+    CBO(drift_rate=20.0, dt=0.1)
 
 
 _ROOT = Path(otcbo.__file__).resolve().parents[1]  # the subprocess imports this copy of meanfield

@@ -81,13 +81,13 @@ def test_every_effective_parameter_is_recorded_defaults_included(mixed, tmp_path
         value = ds.attrs[f"methods.ot.{name}"]
         if isinstance(param.default, (int, float)) and name != "n_particles" and name != "batch_size":
             assert value == param.default, name
-    assert ds.attrs["methods.ot.dt"] == 0.1 and ds.attrs["methods.ot.drift"] == 1.0
+    assert ds.attrs["methods.ot.dt"] == 0.1 and ds.attrs["methods.ot.drift_rate"] == 1.0
     assert ds.attrs["methods.ot.method"] == "otcbo"
     assert ds.attrs["network.activation"] == "relu" and ds.attrs["problem.noise_std"] == 0.01
     # a schedule is one JSON attribute, also under a label holding dots
     assert ds.attrs["methods.ot.alpha"] == 1e4 and json.loads(ds.attrs["methods.cbo.alpha"])["kind"] == "step"
     params = json.loads(ds.attrs["parameters_json"])
-    assert params["methods"]["cbo"]["drift"] == 1.0 and params["methods"]["adam"]["beta2"] == 0.999
+    assert params["methods"]["cbo"]["drift_rate"] == 1.0 and params["methods"]["adam"]["beta2"] == 0.999
 
 
 def test_labels_with_dots_get_the_same_attributes(tiny, tmp_path):

@@ -148,7 +148,7 @@ def test_a_nan_risk_gives_nan_weights_on_a_device_and_the_run_records_its_diverg
     assert bool(torch.all(torch.isnan(w)))
     assert bool(torch.all(torch.isnan(gibbs_weights(torch.full((3,), float("inf"), device=DEVICE), 1.0))))
     problem = sine(60, 30)
-    method = CBO(n_particles=8, batch_size=20, alpha=1.0, dt=1.0, drift=1.0, sigma_squared=1e6, noise="isotropic")
+    method = CBO(n_particles=8, batch_size=20, alpha=1.0, dt=1.0, drift_rate=1.0, sigma_squared=1e6, noise="isotropic")
     with pytest.warns(RuntimeWarning, match="diverged"):
         ds = train(method, _network(problem, backend="torch", device=DEVICE, draws="host"), problem, epochs=200,
                    seed=0)
