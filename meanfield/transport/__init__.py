@@ -27,9 +27,10 @@ small ``reg``). With numpy arrays the solvers run BLAS on one thread (their prod
 share their work among ``workers`` threads instead.
 """
 
-from meanfield.transport.barycenter import BarycenterResult, ExactBarycenter, SinkhornBarycenter
+from meanfield.transport.barycenter import ExactBarycenter, SinkhornBarycenter
 from meanfield.transport.costs import squared_distances
 from meanfield.transport.distance import variance, variance_from_distances, w2_squared
+from meanfield.transport.result import BarycenterResult
 
 __all__ = [
     "BarycenterResult",
