@@ -50,30 +50,6 @@ html_title = f"meanfield {release}"
 # stay plain text
 nitpick_ignore = [("py:class", "numpy.ndarray"), ("py:class", "numpy.random.SeedSequence")]
 
-# Docstring references to objects the API page does not document, to be removed once the docstrings
-# are fixed:
-# - meanfield.transport's docstring names its modules (:mod:`~meanfield.transport.costs`, ...), which
-#   are package-internal: the page documents the package's re-exported names only;
-# - meanfield.method.ConsensusMethod's docstring names :meth:`init`, which the base class does not define.
-nitpick_ignore += [("py:meth", "init")]
-nitpick_ignore_regex = [("py:mod", r"meanfield\.transport\.(costs|exact|entropic|barycenter|distance)")]
-
-# Docstrings that docutils misreads, patched at build time until the docstring itself is fixed (the
-# pipes read as substitution references, an error under -W). docutils' messages have no subtype that
-# suppress_warnings could name, and suppressing all of them would hide every other markup error, so
-# the one phrase is put in literal quotes instead, for the one object. Remove an entry once its
-# docstring writes the phrase as ``...``; an entry whose phrase is gone does nothing.
-_DOCSTRING_PATCHES = {
-    "meanfield.transport.ExactBarycenter": [("|x|^2 + |y|^2 - 2 x.y", "``|x|^2 + |y|^2 - 2 x.y``")],
-    "meanfield.convergence.weak_rows": [("|E[X^N - X^ref]|", "``|E[X^N - X^ref]|``")],
-}
-
-
-def _patch_docstring(app, what, name, obj, options, lines):
-    for old, new in _DOCSTRING_PATCHES.get(name, ()):
-        lines[:] = [line.replace(old, new) for line in lines]
-
-
 def _changelog_links(app, docname, source):
     # The pages link to ../CHANGELOG.md, which works where they are read as files; in the site the
     # changelog is the page changelog.md (an include of the top-level file).
@@ -82,5 +58,4 @@ def _changelog_links(app, docname, source):
 
 
 def setup(app):
-    app.connect("autodoc-process-docstring", _patch_docstring)
     app.connect("source-read", _changelog_links)

@@ -142,7 +142,7 @@ WEAK_VARIABLES = ("train_risk", "variance")
 
 
 def weak_rows(ds, dim, variables=WEAK_VARIABLES, epochs=None, max_fraction=0.2):
-    """One row per (method, variable, epoch): the order of the bias |E[X^N - X^ref]| of an averaged
+    """One row per (method, variable, epoch): the order of the bias ``|E[X^N - X^ref]|`` of an averaged
     observable against the largest ``dim`` (sizes up to ``max_fraction`` of it), with its bootstrap
     interval and whether the bias is resolved: the mean difference exceeds two standard errors over
     seeds at every fitted size (else the fit measures noise and the row says so)."""

@@ -143,6 +143,10 @@ class ConsensusMethod:
         theta = consensus_update(state.theta, targets, self.dt, drift_rate, sigma, self.noise, xi)
         return self.advance(state, theta, step)
 
+    def init(self, network, rng):
+        """The initial state; ``state.theta`` (N, M, D) holds the particles."""
+        raise NotImplementedError
+
     def risks(self, state, network, x, y):
         """The step record with the particles' risks on the minibatch, (N,)."""
         return SimpleNamespace(risks=network.risk(state.theta, x, y))

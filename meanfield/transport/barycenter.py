@@ -106,7 +106,7 @@ class ExactBarycenter:
     renormalised; all measures are matched to the final support for ``maps`` and ``objective``.
 
     The problem is translation-equivariant, so the atoms are centred once on the weighted mean,
-    which keeps the expanded cost |x|^2 + |y|^2 - 2 x.y accurate; the iterations read the objective
+    which keeps the expanded cost ``|x|^2 + |y|^2 - 2 x.y`` accurate; the iterations read the objective
     off the assignment costs and the final ``objective`` is summed from the matched differences
     (exact to rounding even when the measures are nearly equal).
 

@@ -72,7 +72,7 @@ def matched_w2(xp, x, matched):
     """W2^2 of the permutation coupling x_i <-> matched_i, per batch element: (B, M, D) -> (B,).
 
     Summed from the matched differences rather than read off the cost matrix: the expanded form
-    |x|^2 + |y|^2 - 2 x.y carries an absolute error ~ eps |x|^2, which swamps W2^2 once the measures
+    ``|x|^2 + |y|^2 - 2 x.y`` carries an absolute error ~ eps |x|^2, which swamps W2^2 once the measures
     reach consensus (the variance_decay study tracks it down by many decades)."""
     d = x - matched
     return xp.sum(xp.vecdot(d, d, axis=-1), axis=-1) / x.shape[-2]

@@ -184,7 +184,7 @@ def barycenter_plans(xp, x, x_sq, support, eps, f, g, share, max_iter, tol, work
     :math:`\langle P_n, C_n\rangle` (B,), the maps :math:`M P_n Y` (B, M, D), the next support
     :math:`K\sum_n \mathrm{share}_n P_n^\top x_n` (K, D) if ``share`` (B,) is given (else None),
     whether every plan reached ``tol`` in ``max_iter`` iterations (:func:`sinkhorn`), by blocks of
-    :data:`BLOCK_ENTRIES` entries on ``workers`` threads, and the iterations taken.
+    ``BLOCK_ENTRIES`` entries on ``workers`` threads, and the iterations taken.
     """
     B, M, D = x.shape
     K = support.shape[0]

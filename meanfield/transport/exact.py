@@ -31,10 +31,10 @@ def exact_step(xp, x1, x_sq, support, workers, warm):
     """Optimal permutations of every measure to ``support`` and their inverses (on x1's device),
     W2^2 (B,), and the host copies (potentials, permutations) that warm-start the next step.
 
-    The assignment only needs |y_j|^2 - 2 x_i.y_j (|x_i|^2 is constant along a row), which is one
-    product [x, 1] @ [-2 y, |y|^2]^T with ``x1`` = [x, 1] (B, M, D + 1) built once per solve (at
-    small D faster than forming the terms separately), per block of measures. W2^2 is the
-    optimal cost plus ``x_sq`` = sum_i |x_i|^2. ``warm``: the (potentials, permutations) of the
+    The assignment only needs ``|y_j|^2 - 2 x_i.y_j`` (``|x_i|^2`` is constant along a row), which
+    is one product ``[x, 1] @ [-2 y, |y|^2]^T`` with ``x1`` = [x, 1] (B, M, D + 1) built once per
+    solve (at small D faster than forming the terms separately), per block of measures. W2^2 is the
+    optimal cost plus ``x_sq`` = ``sum_i |x_i|^2``. ``warm``: the (potentials, permutations) of the
     last step, overwritten. The assignments run on the host: the blocks' costs go there, and only
     (B, M) results come back."""
     B, M, _ = x1.shape
