@@ -160,6 +160,23 @@ def method_colors(ds):
 _PALETTE_TITLE = object()  # Figure.finish's default legend title: the palette's
 
 
+def _axes(axes, n, ncols, size, sharey, legend):
+    """A list of ``n`` axes: the given ones (an Axes or a sequence), or those of a new figure (see
+    :meth:`Figure.panels`)."""
+    if axes is not None:
+        axes = list(np.ravel(axes))
+        if len(axes) != n:
+            raise ValueError(f"axes must hold {n} axes, got {len(axes)}")
+        return axes
+    ncols = ncols or n
+    nrows = -(-n // ncols)
+    _, grid = plt.subplots(nrows, ncols, figsize=(size[0] * ncols + legend, size[1] * nrows), squeeze=False,
+                           sharey=sharey)
+    for ax in grid.flat[n:]:
+        ax.set_visible(False)
+    return list(grid.flat[:n])
+
+
 class Figure:
     """The figure a plot function draws for a dataset: its axes, the methods' :class:`Palette`, and
     :meth:`finish`, which titles it and gives it its legend.
@@ -177,28 +194,16 @@ class Figure:
     def panels(cls, ds, axes, n, *, ncols=None, size=(4.2, 3.2), sharey=False, legend=0.0):
         """``n`` panels: the ``axes`` given (an Axes or a sequence), or a new figure of panels of ``size``
         inches, ``ncols`` to a row, and ``legend`` inches to their right for the legend."""
-        if axes is not None:
-            axes = list(np.ravel(axes))
-            if len(axes) != n:
-                raise ValueError(f"axes must hold {n} axes, got {len(axes)}")
-            return cls(ds, axes, shared=True)
-        ncols = ncols or n
-        nrows = -(-n // ncols)
-        fig, grid = plt.subplots(nrows, ncols, figsize=(size[0] * ncols + legend, size[1] * nrows), squeeze=False,
-                                 sharey=sharey)
-        for ax in grid.flat[n:]:
-            ax.set_visible(False)
-        return cls(ds, list(grid.flat[:n]), shared=True)
+        return cls(ds, _axes(axes, n, ncols, size, sharey, legend), shared=True)
 
     @classmethod
     def single(cls, ds, ax, size=(5.0, 3.4)):
         """One axes: ``ax``, or those of a new figure of ``size`` inches."""
-        figure = cls.panels(ds, ax, 1, size=size)
-        figure.shared = False
-        return figure
+        return cls(ds, _axes(ax, 1, None, size, False, 0.0), shared=False)
 
     @property
     def ax(self):
+        """The first (or only) axes."""
         return self.axes[0]
 
     def finish(self, title, legend="side", *, legend_title=_PALETTE_TITLE, handles=None, labels=None, offset=0.2,
@@ -208,8 +213,8 @@ class Figure:
 
         ``legend``: "side", right of the panels, one for all (``handles`` and ``labels``, default
         those of the first axes) or the single axes' own; "below", each panel's own, ``offset``
-        (axes fractions) under it; None, none. ``legend_title`` defaults to the palette's; ``kw`` go
-        to matplotlib's ``legend``.
+        (axes fractions) under it. ``legend_title`` defaults to the palette's; ``kw`` go to
+        matplotlib's ``legend``.
         """
         text = f"{self.ds.attrs.get('study', '')}: {title}"
         if self.shared:
@@ -221,11 +226,11 @@ class Figure:
         if legend == "below":
             for ax in self.axes:
                 ax.legend(loc="upper center", bbox_to_anchor=(0.5, -offset), title=legend_title, **kw)
-        elif legend == "side" and self.shared:  # constrained layout makes room, clear of the title
+        elif self.shared:  # constrained layout makes room, clear of the title
             if handles is None:
                 handles, labels = self.ax.get_legend_handles_labels()
             self.fig.legend(handles, labels, loc="outside right center", title=legend_title, **kw)
-        elif legend == "side":
+        else:
             self.ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, title=legend_title, **kw)
         return self.fig
 
