@@ -49,6 +49,11 @@ html_title = f"meanfield {release}"
 # reach): the annotations of the dataclass fields (np.ndarray) and the backend docstring's SeedSequence
 # stay plain text
 nitpick_ignore = [("py:class", "numpy.ndarray"), ("py:class", "numpy.random.SeedSequence")]
+# the same for the other libraries named in type hints (numpy's random classes, os, xarray), whether
+# autodoc resolves them to their defining module or keeps the annotation's text
+nitpick_ignore += [("py:class", name) for name in (
+    "np.random.SeedSequence", "numpy.random.bit_generator.SeedSequence", "numpy.random._generator.Generator",
+    "os.PathLike", "xr.Dataset", "xarray.Dataset")]
 
 def _changelog_links(app, docname, source):
     # The pages link to ../CHANGELOG.md, which works where they are read as files; in the site the

@@ -66,8 +66,8 @@ class Adam:
     multitask = False
     alpha = None
 
-    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, batch_size=100, n_particles=1,
-                 init_scale=1.0):
+    def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                 batch_size: int = 100, n_particles: int = 1, init_scale: float = 1.0):
         self.lr = check_float("lr", lr, low=0, low_open=True)
         self.beta1 = check_float("beta1", beta1, low=0, high=1, high_open=True)
         self.beta2 = check_float("beta2", beta2, low=0, high=1, high_open=True)

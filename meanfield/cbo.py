@@ -18,7 +18,7 @@ from meanfield._validate import check_bool, check_float, check_int
 from meanfield.consensus import consensus_point, effective_sample_size
 from meanfield.method import ConsensusMethod
 from meanfield.noise import make_noise
-from meanfield.schedules import make_schedule
+from meanfield.schedules import ScheduleSpec, make_schedule
 
 __all__ = ["CBO", "CBOState"]
 
@@ -77,8 +77,9 @@ class CBO(ConsensusMethod):
 
     name = "cbo"
 
-    def __init__(self, n_particles=100, dt=0.1, drift_rate=1.0, sigma_squared=1.0, alpha=1e5,
-                 noise="anisotropic", batch_size=100, init_scale=1.0, require_decay=False):
+    def __init__(self, n_particles: int = 100, dt: float = 0.1, drift_rate: float = 1.0, sigma_squared: float = 1.0,
+                 alpha: ScheduleSpec = 1e5, noise: str = "anisotropic", batch_size: int = 100, init_scale: float = 1.0,
+                 require_decay: bool = False):
         super().__init__()
         self.n_particles = check_int("n_particles", n_particles, low=1)
         self.dt = check_float("dt", dt, low=0, low_open=True)

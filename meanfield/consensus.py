@@ -13,7 +13,7 @@ from meanfield._validate import check_number
 __all__ = ["gibbs_weights", "consensus_point", "effective_sample_size"]
 
 
-def gibbs_weights(risks, alpha, axis=0):
+def gibbs_weights(risks, alpha: float, axis: int = 0):
     r"""Gibbs weights :math:`\mathrm{softmax}(-\alpha R)`.
 
     Parameters
@@ -63,7 +63,7 @@ def gibbs_weights(risks, alpha, axis=0):
     return w
 
 
-def effective_sample_size(weights, axis=0):
+def effective_sample_size(weights, axis: int = 0):
     r"""Kish's effective sample size :math:`N_{eff} = 1 / \sum_n \beta_n^2` of normalised weights.
 
     N for uniform weights (alpha = 0), 1 when one particle has all the weight (alpha -> inf): the

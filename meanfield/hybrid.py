@@ -18,7 +18,7 @@ from meanfield._array import namespace
 from meanfield._validate import check_float
 from meanfield.adam import adam_direction
 from meanfield.cbo import CBO
-from meanfield.schedules import require_epoch_schedule
+from meanfield.schedules import ScheduleSpec, require_epoch_schedule
 
 __all__ = ["HybridCBOAdam", "HybridState"]
 
@@ -55,9 +55,10 @@ class HybridCBOAdam(CBO):
     name = "hybrid"
     passes = 3  # the forward pass and the two products of the backward pass
 
-    def __init__(self, gamma=0.5, beta1=0.9, beta2=0.999, eps=1e-8, n_particles=100, dt=0.1, drift_rate=1.0,
-                 sigma_squared=1.0, alpha=1e5, noise="anisotropic", batch_size=100, init_scale=1.0,
-                 require_decay=False):
+    def __init__(self, gamma: float = 0.5, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                 n_particles: int = 100, dt: float = 0.1, drift_rate: float = 1.0, sigma_squared: float = 1.0,
+                 alpha: ScheduleSpec = 1e5, noise: str = "anisotropic", batch_size: int = 100, init_scale: float = 1.0,
+                 require_decay: bool = False):
         super().__init__(n_particles=n_particles, dt=dt, drift_rate=drift_rate, sigma_squared=sigma_squared,
                          alpha=alpha, noise=noise, batch_size=batch_size, init_scale=init_scale,
                          require_decay=require_decay)

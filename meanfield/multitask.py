@@ -19,7 +19,7 @@ import array_api_compat
 from meanfield._array import namespace
 from meanfield._validate import check_bool
 from meanfield.cbo import CBO
-from meanfield.schedules import require_epoch_schedule
+from meanfield.schedules import ScheduleSpec, require_epoch_schedule
 
 __all__ = ["MultiTaskCBO", "MultiTaskState", "task_assignment"]
 
@@ -79,8 +79,10 @@ class MultiTaskCBO(CBO):
     name = "multitask"
     multitask = True
 
-    def __init__(self, assignment="blocks", shared=True, n_particles=100, dt=0.1, drift_rate=1.0, sigma_squared=1.0,
-                 alpha=1e5, noise="anisotropic", batch_size=100, init_scale=1.0, require_decay=False):
+    def __init__(self, assignment: str = "blocks", shared: bool = True, n_particles: int = 100, dt: float = 0.1,
+                 drift_rate: float = 1.0, sigma_squared: float = 1.0, alpha: ScheduleSpec = 1e5,
+                 noise: str = "anisotropic", batch_size: int = 100, init_scale: float = 1.0,
+                 require_decay: bool = False):
         super().__init__(n_particles=n_particles, dt=dt, drift_rate=drift_rate, sigma_squared=sigma_squared,
                          alpha=alpha, noise=noise, batch_size=batch_size, init_scale=init_scale,
                          require_decay=require_decay)

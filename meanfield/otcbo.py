@@ -29,7 +29,7 @@ from meanfield.consensus import effective_sample_size
 from meanfield.method import ConsensusMethod
 from meanfield.multitask import task_assignment
 from meanfield.noise import make_noise
-from meanfield.schedules import EffectiveSampleSize, make_schedule, require_epoch_schedule, schedule_value
+from meanfield.schedules import EffectiveSampleSize, ScheduleSpec, make_schedule, require_epoch_schedule, schedule_value
 from meanfield.transport import ExactBarycenter, SinkhornBarycenter, variance_from_distances, w2_squared
 
 __all__ = ["OTCBO", "OTCBOState", "MultiTaskOTCBO"]
@@ -98,9 +98,11 @@ class OTCBO(ConsensusMethod):
     name = "otcbo"
     passes = 1  # the risks; the barycenter's cost is recorded apart (barycenter_time)
 
-    def __init__(self, n_particles=100, dt=0.1, drift_rate=1.0, sigma_squared=0.0, noise="additive", noise_decay=1.0,
-                 alpha=1e4, barycenter="exact", reg=0.05, barycenter_max_iter=100, barycenter_tol=1e-9,
-                 sinkhorn_max_iter=1000, sinkhorn_tol=1e-9, batch_size=100, init_scale=2.0, barycenter_workers=1):
+    def __init__(self, n_particles: int = 100, dt: float = 0.1, drift_rate: float = 1.0, sigma_squared: float = 0.0,
+                 noise: str = "additive", noise_decay: ScheduleSpec = 1.0, alpha: ScheduleSpec = 1e4,
+                 barycenter: str = "exact", reg: float = 0.05, barycenter_max_iter: int = 100,
+                 barycenter_tol: float = 1e-9, sinkhorn_max_iter: int = 1000, sinkhorn_tol: float = 1e-9,
+                 batch_size: int = 100, init_scale: float = 2.0, barycenter_workers: int = 1):
         super().__init__()
         self.n_particles = check_int("n_particles", n_particles, low=1)
         self.dt = check_float("dt", dt, low=0, low_open=True)
@@ -196,10 +198,12 @@ class MultiTaskOTCBO(OTCBO):
     name = "multitask_otcbo"
     multitask = True
 
-    def __init__(self, assignment="blocks", n_particles=100, dt=0.1, drift_rate=1.0, sigma_squared=0.0,
-                 noise="additive", noise_decay=1.0, alpha=1e4, barycenter="exact", reg=0.05, barycenter_max_iter=100,
-                 barycenter_tol=1e-9, sinkhorn_max_iter=1000, sinkhorn_tol=1e-9, batch_size=100,
-                 init_scale=2.0, barycenter_workers=1):
+    def __init__(self, assignment: str = "blocks", n_particles: int = 100, dt: float = 0.1, drift_rate: float = 1.0,
+                 sigma_squared: float = 0.0, noise: str = "additive", noise_decay: ScheduleSpec = 1.0,
+                 alpha: ScheduleSpec = 1e4, barycenter: str = "exact", reg: float = 0.05,
+                 barycenter_max_iter: int = 100, barycenter_tol: float = 1e-9, sinkhorn_max_iter: int = 1000,
+                 sinkhorn_tol: float = 1e-9, batch_size: int = 100, init_scale: float = 2.0,
+                 barycenter_workers: int = 1):
         super().__init__(n_particles=n_particles, dt=dt, drift_rate=drift_rate, sigma_squared=sigma_squared,
                          noise=noise, noise_decay=noise_decay, alpha=alpha, barycenter=barycenter, reg=reg,
                          barycenter_max_iter=barycenter_max_iter, barycenter_tol=barycenter_tol,

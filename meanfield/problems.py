@@ -3,6 +3,7 @@ r"""The data sets of the paper's experiments, each with a held-out test set draw
 Regression problems draw :math:`x \sim U[0, 1]` and :math:`y = f(x) + \text{noise\_std}\,\xi`.
 """
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -106,7 +107,8 @@ def _regression(name, f, n_train, n_test, noise_std, seed, info, n_tasks=None):
     return Problem(name, x_tr, y_tr, x_te, y_te, "mse", 1, info)
 
 
-def sine(n_train=8000, n_test=2000, noise_std=0.01, seed=0, frequency=1):
+def sine(n_train: int = 8000, n_test: int = 2000, noise_std: float = 0.01, seed: int = 0,
+         frequency: int = 1) -> Problem:
     r"""The paper's sine data (Fig. 2, 3): :math:`y = \sin(2\pi k x) + 0.01\,\xi` with k = ``frequency``
     (1 in the paper; larger k makes the risk landscape less convex, the paper's open question 3).
 
@@ -119,12 +121,13 @@ def sine(n_train=8000, n_test=2000, noise_std=0.01, seed=0, frequency=1):
     return _regression("sine", lambda x: np.sin(2 * np.pi * k * x), n_train, n_test, noise_std, seed, info)
 
 
-def square(n_train=5000, n_test=2000, noise_std=0.01, seed=0):
+def square(n_train: int = 5000, n_test: int = 2000, noise_std: float = 0.01, seed: int = 0) -> Problem:
     r"""The OT-CBO data (Fig. 8): :math:`y = x^2 + 0.01\,\xi`."""
     return _regression("square", lambda x: x * x, n_train, n_test, noise_std, seed, {})
 
 
-def shifted_sines(n_tasks=100, n_train=8000, n_test=2000, noise_std=0.0, seed=0, min_shift=0.0, max_shift=1.0):
+def shifted_sines(n_tasks: int = 100, n_train: int = 8000, n_test: int = 2000, noise_std: float = 0.0, seed: int = 0,
+                  min_shift: float = 0.0, max_shift: float = 1.0) -> Problem:
     r"""Multi-task family (Fig. 5, 6): task p has :math:`y = \sin(2\pi x) + \Delta y_p`; the tasks share
     the inputs, y has shape (S, P).
 
@@ -155,7 +158,7 @@ def shifted_sines(n_tasks=100, n_train=8000, n_test=2000, noise_std=0.0, seed=0,
     return _regression("shifted_sines", f, n_train, n_test, noise_std, seed, info, n_tasks)
 
 
-def mnist(data_dir, n_test=2000, seed=0):
+def mnist(data_dir: str | os.PathLike, n_test: int = 2000, seed: int = 0) -> Problem:
     """MNIST from IDX files in ``data_dir`` (the 10,000-image test set suffices), pixels in [0, 1],
     split at random into ``10000 - n_test`` training and ``n_test`` held-out images."""
     from meanfield.idx import load_mnist

@@ -7,11 +7,15 @@ of its settings and of the package's source, so an interrupted study resumes wit
 finished cells and never reuses a stale one.
 """
 
+from __future__ import annotations
+
 import contextlib
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,8 +30,11 @@ from meanfield.schema import (
     open_dataset,
     write_dataset,
 )
-from meanfield.study import StudyError, source_fingerprint
+from meanfield.study import Study, StudyError, source_fingerprint
 from meanfield.train import train
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 __all__ = ["StudyInterrupted", "check_output", "dry_run", "run_study"]
 
@@ -156,7 +163,8 @@ def _combine(cells, int_dims):
     return apply_schema(combined)
 
 
-def run_study(study, output, progress=True, log=print, workers=1, scheduler=None, command="meanfield run"):
+def run_study(study: Study, output: str | os.PathLike, progress: bool = True, log: Callable[[str], object] = print,
+              workers: int = 1, scheduler: str | None = None, command: str = "meanfield run") -> xr.Dataset:
     """Run every (method, sweep point, seed) cell not already on disk; write and return the combined dataset.
 
     Seed i is the same child seed at every sweep point (common random numbers across resolutions), so a
@@ -242,7 +250,7 @@ def _run_locked(study, output, cells_dir, problem, progress, log, workers, sched
     return combined
 
 
-def dry_run(study, output, time_steps=True):
+def dry_run(study: Study, output: str | os.PathLike, time_steps: bool = True) -> str:
     """What ``run_study`` would do, as text: every cell with its state on disk (computed, stale,
     damaged or to compute) and an estimate of the compute from one timed iteration of each pending
     (method, sweep point). Writes nothing."""

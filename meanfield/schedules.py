@@ -17,7 +17,7 @@ import numpy as np
 from meanfield._array import to_numpy
 from meanfield._validate import check_number
 
-__all__ = ["Constant", "Step", "EffectiveSampleSize", "make_schedule"]
+__all__ = ["Constant", "Step", "EffectiveSampleSize", "ScheduleSpec", "make_schedule"]
 
 _LOG_MAX = math.log(sys.float_info.max)
 
@@ -220,7 +220,12 @@ def require_epoch_schedule(name, schedule, method):
     return schedule
 
 
-def make_schedule(spec, name="schedule", unit="epoch"):
+# what a schedule parameter accepts: a constant, a table with "kind", or a schedule
+ScheduleSpec = float | dict | Constant | Step | EffectiveSampleSize
+
+
+def make_schedule(spec: ScheduleSpec, name: str = "schedule",
+                  unit: str = "epoch") -> Constant | Step | EffectiveSampleSize:
     """A schedule from a number (constant), a dict ``{"kind": "step", ...}`` or an instance.
 
     ``unit`` is what a step table without a ``unit`` key counts: "epoch" for alpha, "iteration" for

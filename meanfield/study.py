@@ -15,6 +15,7 @@ import functools
 import hashlib
 import inspect
 import json
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -389,7 +390,9 @@ def source_fingerprint():
     return digest.hexdigest()[:16]
 
 
-def load_study(path, quick=False, data_dir=None, only_methods=None, seeds=None, overrides=()):
+def load_study(path: str | os.PathLike, quick: bool = False, data_dir: str | os.PathLike | None = None,
+               only_methods: list[str] | None = None, seeds: int | None = None,
+               overrides: tuple[str, ...] = ()) -> Study:
     """Read and validate a study file; see :class:`Study` for the options."""
     path = Path(path)
     try:

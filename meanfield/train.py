@@ -1,8 +1,12 @@
 """Run one method on one problem for one seed, recording per-epoch metrics in an xarray Dataset."""
 
+from __future__ import annotations
+
 import math
 import time
 import warnings
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import array_api_compat
 import numpy as np
@@ -12,13 +16,20 @@ from meanfield._validate import check_int
 from meanfield.backend import child_sequence, synchronize
 from meanfield.schema import apply_schema, component_labels
 
+if TYPE_CHECKING:  # annotations only: importing them here would load xarray with the package
+    import xarray as xr
+
+    from meanfield.method import Method
+    from meanfield.network import TwoLayerNetwork
+    from meanfield.problems import Problem
+
 __all__ = ["train", "random_streams", "METRICS"]
 
 # per-epoch variables every run records (their long names, units and descriptions: meanfield.schema)
 METRICS = ("train_risk", "test_risk", "best_particle_risk", "variance", "alpha", "wall_time", "evaluations")
 
 
-def random_streams(seed):
+def random_streams(seed: int | np.random.SeedSequence) -> list[np.random.Generator]:
     """Independent generators (init, minibatches, noise): the children 0, 1, 2 of one seed or SeedSequence.
 
     The children are built from the seed's entropy and spawn key, not with ``SeedSequence.spawn``, which
@@ -40,7 +51,7 @@ def _state_bytes(state):
     return int(sum(getattr(v, "nbytes", 0) for v in vars(state).values()))
 
 
-def check_schedule_range(method, epochs, iterations_per_epoch=None):
+def check_schedule_range(method: Method, epochs: int, iterations_per_epoch: int | None = None) -> None:
     """Refuse an alpha schedule that leaves the finite numbers within ``epochs`` (schedules are monotone).
 
     A per-iteration schedule is checked when ``iterations_per_epoch`` is known (it needs the data)."""
@@ -57,7 +68,9 @@ def check_schedule_range(method, epochs, iterations_per_epoch=None):
         raise ValueError(f"alpha reaches {alpha(last)} by {where}; give its schedule a limit")
 
 
-def train(method, network, problem, epochs, seed=0, progress=None, record_params=False):
+def train(method: Method, network: TwoLayerNetwork, problem: Problem, epochs: int,
+          seed: int | np.random.SeedSequence = 0, progress: Callable[[], object] | None = None,
+          record_params: bool = False) -> xr.Dataset:
     """Train ``method`` for ``epochs`` epochs of ``S // batch_size`` iterations.
 
     Epoch 0 holds the initial state; epoch e >= 1 the state after e epochs. A non-finite training

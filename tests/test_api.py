@@ -22,3 +22,25 @@ def test_importing_the_package_does_not_load_numba_xarray_or_matplotlib():
 
 def test_the_version_is_written_once():
     assert importlib.metadata.version("meanfield") == meanfield.__version__
+
+
+def test_the_public_entry_points_are_annotated():
+    """Every parameter of the methods' constructors, of the problems and of train has a type hint (the
+    package ships py.typed), and the hints resolve."""
+    import inspect
+    import typing
+
+    from meanfield import runner, study
+    entry_points = [getattr(meanfield, name) for name in ("CBO", "Adam", "HybridCBOAdam", "MultiTaskCBO", "OTCBO",
+                                                          "MultiTaskOTCBO", "sine", "square", "shifted_sines",
+                                                          "mnist", "train")]
+    entry_points += [study.load_study, runner.run_study]
+    for func in entry_points:
+        target = func.__init__ if inspect.isclass(func) else func
+        missing = [name for name, p in inspect.signature(target).parameters.items()
+                   if name != "self" and p.annotation is inspect.Parameter.empty]
+        assert missing == [], f"{func.__name__}: {missing}"
+        if not inspect.isclass(func):
+            assert inspect.signature(func).return_annotation is not inspect.Signature.empty, func.__name__
+        if func not in (meanfield.train, runner.run_study):  # their hints name xarray, imported on use
+            typing.get_type_hints(target)

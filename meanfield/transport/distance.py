@@ -17,9 +17,8 @@ from meanfield.transport.costs import cost_matrices, gather_rows, matched_w2
 __all__ = ["variance", "variance_from_distances", "w2_squared"]
 
 
-def w2_squared(
-    x, y, method="exact", reg=0.05, *, sinkhorn_max_iter=1000, sinkhorn_tol=1e-9, workers=1
-):
+def w2_squared(x, y, method: str = "exact", reg: float = 0.05, *, sinkhorn_max_iter: int = 1000,
+               sinkhorn_tol: float = 1e-9, workers: int = 1):
     r"""Squared Wasserstein-2 distance between uniform measures on point sets.
 
     For :math:`\mu = \frac1M\sum_i\delta_{x_i}` and :math:`\nu = \frac1K\sum_j\delta_{y_j}`:
@@ -131,7 +130,7 @@ def w2_squared(
 
 
 
-def variance(measures, support, weights=None, method="exact", reg=0.05):
+def variance(measures, support, weights=None, method: str = "exact", reg: float = 0.05) -> float:
     r"""Wasserstein-over-Wasserstein variance of uniform measures around a barycenter (eq. 64).
 
     .. math::
@@ -178,7 +177,7 @@ def variance(measures, support, weights=None, method="exact", reg=0.05):
     return float(variance_from_distances(w2, weights))
 
 
-def variance_from_distances(w2, weights=None, axis=-1):
+def variance_from_distances(w2, weights=None, axis: int = -1):
     r"""Wasserstein-over-Wasserstein variance (eq. 64) from the squared distances to the barycenter.
 
     .. math::
