@@ -58,7 +58,7 @@ def make_dataset(methods, seeds=2, epochs=4, problem="sine", tasks=None, sweep=N
     ds.attrs = {"study": "toy", "epochs": epochs, "seeds": seeds, "root_seed": 1, "iterations_per_epoch": 1,
                 "problem.name": problem, "config_json": json.dumps({"problem": table, "network": {"n_neurons": 3}})}
     for label, params in methods.items():
-        for key, value in {"dt": 0.1, "drift": 1.0, **params}.items():
+        for key, value in {"dt": 0.1, "drift_rate": 1.0, **params}.items():
             ds.attrs[f"methods.{label}.{key}"] = value
     if figures is not None:
         ds.attrs["figures"] = json.dumps(figures)
