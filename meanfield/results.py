@@ -8,7 +8,7 @@ from meanfield.rates import fit_rate
 from meanfield.schema import METHOD_DIM, VARIABLES
 
 __all__ = ["last_recorded", "sweep_finals", "instability", "summary_table", "cells_of", "decay_violations",
-           "recorded_labels", "plural", "variance_factors", "variance_factor_table"]
+           "recorded_labels", "plural", "variance_factors", "variance_factor_table", "decay_factor", "method_param"]
 
 
 def last_recorded(da):
@@ -99,7 +99,7 @@ def method_param(ds, label, name):
     return ds.attrs[key]
 
 
-def _decay_factor(ds, label):
+def decay_factor(ds, label):
     """(1 - lambda dt)^(2 k) per recorded epoch, k = iterations per epoch, from the method's effective
     parameters ``methods.<label>.dt`` and ``methods.<label>.drift_rate``."""
     dt, drift_rate = (float(method_param(ds, label, key)) for key in ("dt", "drift_rate"))
@@ -239,7 +239,7 @@ def summary_table(ds):
         if "test_accuracy" in final:
             row.append(fmt(final["test_accuracy"], 100, ".1f"))
         if w_columns and bool(sub.w_variance.notnull().any()):
-            factor = _decay_factor(ds, str(point[METHOD_DIM]))
+            factor = decay_factor(ds, str(point[METHOD_DIM]))
             row += [fmt(final["w_variance"]), " / ".join(
                 "{:.1%} (max {:+.2g})".format(*decay_violations(sub[v].transpose(..., "epoch"), factor))
                 for v in ("w_variance", "w_variance_weighted"))]

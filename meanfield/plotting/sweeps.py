@@ -20,7 +20,7 @@ from meanfield.plotting._figure import (
     styled,
 )
 from meanfield.rates import fit_rate
-from meanfield.results import _decay_factor, recorded_labels, sweep_finals, variance_factors
+from meanfield.results import decay_factor, recorded_labels, sweep_finals, variance_factors
 from meanfield.schema import METHOD_DIM
 
 __all__ = ["plot_sweep", "plot_rate", "plot_strong_error", "plot_excess_risk", "plot_neuron_spread",
@@ -263,7 +263,7 @@ def plot_variance_decay(ds, axes=None):
             med = runs(of_method(ds, var, label)).median("seed").values
             ax.plot(epoch[1:], med[1:], style, color=color, gid=label)
         start = float(runs(of_method(ds, "w_variance", label)).median("seed")[1])
-        ax.plot(epoch[1:], start * _decay_factor(ds, label) ** (epoch[1:] - 1), ":", color="k", lw=1)
+        ax.plot(epoch[1:], start * decay_factor(ds, label) ** (epoch[1:] - 1), ":", color="k", lw=1)
         ax.set(yscale="log", title=f.palette.names[label])
         epoch_axis(ax, "step k" if ds.attrs.get("iterations_per_epoch") == 1 else "epoch")
     f.ax.set_ylabel(axis_label(ds, "w_variance"))
