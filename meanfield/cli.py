@@ -70,9 +70,13 @@ def _run(args):
 
 
 def _plot(args):
-    from meanfield.schema import ResultFileError, open_dataset
+    from meanfield.schema import METHOD_DIM, ResultFileError, open_dataset
 
     ds = open_dataset(args.result)
+    if METHOD_DIM not in ds.dims:  # e.g. the CBXpy cross-check's dataset, drawn by its own script
+        written_by = ds.attrs.get("command", "another program")
+        raise ResultFileError(f"{args.result} is not a study result of `meanfield run` (it has no {METHOD_DIM} "
+                              f"dimension); it was written by {written_by}")
     from meanfield.plotting import plot_dataset
 
     try:

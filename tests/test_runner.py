@@ -273,6 +273,15 @@ def test_plotting_a_study_file_says_what_it_is(tiny, capsys):
         capsys.readouterr().err
 
 
+def test_plotting_a_dataset_no_study_wrote_says_so(tmp_path, capsys):
+    path = tmp_path / "other.nc"
+    write_dataset(xr.Dataset({"risk": ("epoch", np.zeros(3))}, attrs={"command": "python other.py"}), path)
+    assert main(["plot", str(path), "--out-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "is not a study result of `meanfield run`" in err and "written by python other.py" in err
+    assert list(tmp_path.iterdir()) == [path]
+
+
 def test_a_code_change_recomputes_cells(tiny, tmp_path, monkeypatch):
     out = tmp_path / "tiny.nc"
     assert run(tiny, out) == 0
