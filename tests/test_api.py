@@ -44,3 +44,12 @@ def test_the_public_entry_points_are_annotated():
             assert inspect.signature(func).return_annotation is not inspect.Signature.empty, func.__name__
         if func not in (meanfield.train, runner.run_study):  # their hints name xarray, imported on use
             typing.get_type_hints(target)
+
+
+def test_every_consensus_method_runs_the_one_step():
+    """CBO, the hybrid, multi-task CBO and both OT-CBOs share ConsensusMethod.step (risks -> weights ->
+    targets -> noise -> move): none overrides it, so the noise is drawn in one place."""
+    from meanfield.method import ConsensusMethod
+
+    kinds = [meanfield.CBO, meanfield.HybridCBOAdam, meanfield.MultiTaskCBO, meanfield.OTCBO, meanfield.MultiTaskOTCBO]
+    assert all(issubclass(kind, ConsensusMethod) and kind.step is ConsensusMethod.step for kind in kinds)
