@@ -7,7 +7,7 @@ Dirichlet(1); every case has its own fixed seed. Both solvers start from the sam
 * exact: ``ExactBarycenter()`` (defaults: max_iter = 100, tol = 1e-9 relative) against
   ``ot.lp.free_support_barycenter`` (numItermax = 100, its default stopThr). Both run the same fixed
   point to the same end: once the assignments repeat, the support no longer moves.
-* sinkhorn: ``SinkhornBarycenter(reg=0.05)`` against ``ot.bregman.free_support_sinkhorn_barycenter``
+* sinkhorn: ``SinkhornBarycenter(relative_reg=0.05)`` against ``ot.bregman.free_support_sinkhorn_barycenter``
   with ``method='sinkhorn_log'`` and the same absolute regularisation (``result.epsilon``), both
   for exactly ``--sinkhorn-iters`` support updates (tol = 0, stopThr = 0) and at most 1000
   iterations per plan (POT's default numInnerItermax). Ours solves each plan to a marginal L1 error
@@ -120,10 +120,10 @@ def mixture_scale(measures, beta):
     return 2.0 * beta @ ((measures - mean) ** 2).sum(axis=2).mean(axis=1)
 
 
-def run_sinkhorn(measures, beta, init, iters, repeats, budget, reg=0.05):
+def run_sinkhorn(measures, beta, init, iters, repeats, budget, relative_reg=0.05):
     n, m, _ = measures.shape
     masses = [np.full(m, 1.0 / m)] * n
-    eps = reg * mixture_scale(measures, beta)
+    eps = relative_reg * mixture_scale(measures, beta)
 
     def pot():
         with warnings.catch_warnings():
@@ -132,7 +132,7 @@ def run_sinkhorn(measures, beta, init, iters, repeats, budget, reg=0.05):
                 list(measures), masses, init, eps, weights=beta, numItermax=iters,
                 numInnerItermax=1000, stopThr=0.0, method="sinkhorn_log")
 
-    solver = SinkhornBarycenter(reg=reg, max_iter=iters, tol=0.0)
+    solver = SinkhornBarycenter(relative_reg=relative_reg, max_iter=iters, tol=0.0)
     t_ours, t_pot, res, support = compare(lambda: solver.solve(measures, beta, init), pot,
                                           repeats, budget)
     if not np.isclose(res.epsilon, eps, rtol=1e-12):

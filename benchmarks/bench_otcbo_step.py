@@ -7,7 +7,7 @@ dt = 0.1, lambda = 1, sigma^2 = 1.2, alpha = 1e4 (the study's first epochs), ato
 minibatch of S' = 100 samples (``--batch-size``; the study uses 2500).
 
 * OT-CBO: ``OTCBO`` with additive noise decayed as in the study, and either barycenter: exact
-  (``ExactBarycenter``, its defaults) or Sinkhorn at reg = 0.05 (``--reg``; the study's
+  (``ExactBarycenter``, its defaults) or Sinkhorn at relative_reg = 0.05 (``--relative_reg``; the study's
   Sinkhorn runs use 0.01) and barycenter_tol = 1e-6, as the study. The step computes the risks,
   the Gibbs weights, the barycenter (warm-started from the previous step's result, as in a run),
   the W2 distances the run records and the move of every atom.
@@ -96,7 +96,7 @@ def time_width(m, args, evaluations, solvers):
     networks = {e: make_network(m, e) for e in evaluations}
     methods = {solver: OTCBO(n_particles=args.n_particles, dt=DT, drift_rate=LAMBDA, sigma_squared=SIGMA_SQUARED,
                              noise="additive", noise_decay=NOISE_DECAY, alpha=ALPHA, barycenter=solver,
-                             reg=args.reg, barycenter_tol=1e-6 if solver == "sinkhorn" else 1e-9,
+                             relative_reg=args.relative_reg, barycenter_tol=1e-6 if solver == "sinkhorn" else 1e-9,
                              batch_size=args.batch_size, init_scale=INIT_SCALE, barycenter_workers=args.workers)
                for solver in solvers}
     cbo = CBO(n_particles=args.n_particles, dt=DT, drift_rate=LAMBDA, sigma_squared=SIGMA_SQUARED, alpha=ALPHA,
@@ -141,7 +141,7 @@ def main(argv=None):
                         help="CPU seconds of timed steps beyond which a run is not repeated")
     parser.add_argument("--n-particles", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--reg", type=float, default=0.05, help="Sinkhorn's relative regularisation")
+    parser.add_argument("--relative_reg", type=float, default=0.05, help="Sinkhorn's relative regularisation")
     parser.add_argument("--workers", type=int, default=1, help="barycenter_workers of OT-CBO")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -156,7 +156,7 @@ def main(argv=None):
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
     print(blas_setting())
     print(f"N = {args.n_particles}, S' = {args.batch_size}, D = 3 (relu, one input), alpha = {ALPHA:g}, "
-          f"sigma^2 = {SIGMA_SQUARED}; exact; Sinkhorn reg = {args.reg:g}, barycenter_tol = 1e-6; "
+          f"sigma^2 = {SIGMA_SQUARED}; exact; Sinkhorn relative_reg = {args.relative_reg:g}, barycenter_tol = 1e-6; "
           f"barycenter_workers = {args.workers}; median CPU time per step of up to {args.repeats} "
           "after one warm-up, runs interleaved")
     print()

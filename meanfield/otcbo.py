@@ -76,7 +76,7 @@ class OTCBO(ConsensusMethod):
         Inverse temperature over epochs.
     barycenter : {"exact", "sinkhorn"}
         Barycenter solver (:class:`meanfield.transport.ExactBarycenter` or ``SinkhornBarycenter``).
-    reg : float
+    relative_reg : float
         Relative entropic regularisation of "sinkhorn".
     barycenter_max_iter : int
         Fixed-point iterations per barycenter.
@@ -100,7 +100,7 @@ class OTCBO(ConsensusMethod):
 
     def __init__(self, n_particles: int = 100, dt: float = 0.1, drift_rate: float = 1.0, sigma_squared: float = 0.0,
                  noise: str = "additive", noise_decay: ScheduleSpec = 1.0, alpha: ScheduleSpec = 1e4,
-                 barycenter: str = "exact", reg: float = 0.05, barycenter_max_iter: int = 100,
+                 barycenter: str = "exact", relative_reg: float = 0.05, barycenter_max_iter: int = 100,
                  barycenter_tol: float = 1e-9, sinkhorn_max_iter: int = 1000, sinkhorn_tol: float = 1e-9,
                  batch_size: int = 100, init_scale: float = 2.0, barycenter_workers: int = 1):
         super().__init__()
@@ -127,7 +127,7 @@ class OTCBO(ConsensusMethod):
                              f"got {barycenter_workers!r}") from None
         workers = self.barycenter_workers
         solvers = {"exact": ExactBarycenter(barycenter_max_iter, barycenter_tol, workers=workers),  # both validate
-                   "sinkhorn": SinkhornBarycenter(reg, barycenter_max_iter, barycenter_tol,
+                   "sinkhorn": SinkhornBarycenter(relative_reg, barycenter_max_iter, barycenter_tol,
                                                   sinkhorn_max_iter, sinkhorn_tol, workers=workers)}
         if barycenter not in solvers:
             raise ValueError(f"barycenter must be one of {sorted(solvers)}, got {barycenter!r}")
@@ -200,12 +200,13 @@ class MultiTaskOTCBO(OTCBO):
 
     def __init__(self, assignment: str = "blocks", n_particles: int = 100, dt: float = 0.1, drift_rate: float = 1.0,
                  sigma_squared: float = 0.0, noise: str = "additive", noise_decay: ScheduleSpec = 1.0,
-                 alpha: ScheduleSpec = 1e4, barycenter: str = "exact", reg: float = 0.05,
+                 alpha: ScheduleSpec = 1e4, barycenter: str = "exact", relative_reg: float = 0.05,
                  barycenter_max_iter: int = 100, barycenter_tol: float = 1e-9, sinkhorn_max_iter: int = 1000,
                  sinkhorn_tol: float = 1e-9, batch_size: int = 100, init_scale: float = 2.0,
                  barycenter_workers: int = 1):
         super().__init__(n_particles=n_particles, dt=dt, drift_rate=drift_rate, sigma_squared=sigma_squared,
-                         noise=noise, noise_decay=noise_decay, alpha=alpha, barycenter=barycenter, reg=reg,
+                         noise=noise, noise_decay=noise_decay, alpha=alpha, barycenter=barycenter,
+                         relative_reg=relative_reg,
                          barycenter_max_iter=barycenter_max_iter, barycenter_tol=barycenter_tol,
                          sinkhorn_max_iter=sinkhorn_max_iter, sinkhorn_tol=sinkhorn_tol,
                          batch_size=batch_size, init_scale=init_scale, barycenter_workers=barycenter_workers)

@@ -87,12 +87,13 @@ def plural(n, noun):
 
 
 # parameters renamed since datasets were first written: new name -> old name
-_LEGACY_NAMES = {"drift_rate": "drift"}
+_LEGACY_NAMES = {"drift_rate": "drift", "relative_reg": "reg"}
 
 
 def method_param(ds, label, name):
     """Setting ``name`` of method ``label`` from the dataset's attributes ``methods.<label>.<name>``,
-    under its former name in datasets written before the rename (``drift`` for ``drift_rate``)."""
+    under its former name in datasets written before the rename (``drift`` for ``drift_rate``, ``reg``
+    for ``relative_reg``)."""
     key = f"methods.{label}.{name}"
     if key not in ds.attrs and name in _LEGACY_NAMES:
         key = f"methods.{label}.{_LEGACY_NAMES[name]}"

@@ -60,10 +60,10 @@ def test_transport_on_torch_matches_numpy():
     x, y = rng.uniform(-2, 2, size=(6, 8, 3)), rng.uniform(-2, 2, size=(8, 3))
     beta = rng.dirichlet(np.ones(6))
     for method in ("exact", "sinkhorn"):
-        got = w2_squared(torch.asarray(x), torch.asarray(y), method=method, reg=0.5)
+        got = w2_squared(torch.asarray(x), torch.asarray(y), method=method, relative_reg=0.5)
         assert isinstance(got, torch.Tensor)
-        np.testing.assert_allclose(got.numpy(), w2_squared(x, y, method=method, reg=0.5), rtol=1e-12)
-    for solver in (ExactBarycenter(weight_threshold=0.2), SinkhornBarycenter(reg=0.1, max_iter=5)):
+        np.testing.assert_allclose(got.numpy(), w2_squared(x, y, method=method, relative_reg=0.5), rtol=1e-12)
+    for solver in (ExactBarycenter(weight_threshold=0.2), SinkhornBarycenter(relative_reg=0.1, max_iter=5)):
         ref = solver.solve(x, beta, y)
         res = solver.solve(torch.asarray(x), torch.asarray(beta), torch.asarray(y))
         assert isinstance(res.support, torch.Tensor) and isinstance(res.maps, torch.Tensor)
@@ -77,7 +77,7 @@ def test_transport_on_torch_matches_numpy():
 
 @pytest.mark.parametrize("barycenter", ["exact", "sinkhorn"])
 def test_otcbo_step_keeps_torch_tensors(barycenter):
-    method = OTCBO(n_particles=4, batch_size=8, alpha=1e2, sigma_squared=0.1, barycenter=barycenter, reg=0.1)
+    method = OTCBO(n_particles=4, batch_size=8, alpha=1e2, sigma_squared=0.1, barycenter=barycenter, relative_reg=0.1)
     net, rng = TwoLayerNetwork(1, 1, 5), np.random.default_rng(2)
     x, y = rng.uniform(size=(8, 1)), rng.normal(size=8)
     state = method.init(net, np.random.default_rng(3))

@@ -55,7 +55,7 @@ API = [
     ("eps", lambda: Adam(eps=0.0)),
     ("drift_rate * dt", lambda: OTCBO(drift_rate=20.0, dt=0.1)),
     ("barycenter", lambda: OTCBO(barycenter="greedy")),
-    ("reg", lambda: OTCBO(barycenter="sinkhorn", reg=0.0)),
+    ("relative_reg", lambda: OTCBO(barycenter="sinkhorn", relative_reg=0.0)),
     ("noise", lambda: OTCBO(noise="isotropic")),
     ("noise_decay", lambda: OTCBO(noise_decay=-1.0)),
     ("n_inputs", lambda: TwoLayerNetwork(0, 1, 2)),

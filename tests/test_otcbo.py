@@ -121,8 +121,8 @@ def test_invalid_parameters():
         OTCBO(barycenter="greedy")
     with pytest.raises(ValueError, match="noise must be one of"):
         OTCBO(noise="isotropic")
-    with pytest.raises(ValueError, match=r"reg must be"):
-        OTCBO(barycenter="sinkhorn", reg=0.0)
+    with pytest.raises(ValueError, match=r"relative_reg must be"):
+        OTCBO(barycenter="sinkhorn", relative_reg=0.0)
     with pytest.raises(ValueError, match=r"sinkhorn_tol must be"):
         OTCBO(sinkhorn_tol=-1.0)  # checked even when the exact solver is used
     with pytest.raises(ValueError, match=r"sinkhorn_max_iter must be"):
@@ -130,10 +130,10 @@ def test_invalid_parameters():
 
 
 def test_sinkhorn_plan_limits_reach_the_solver():
-    """Sinkhorn-Newton reaches the default 1e-9 at reg = 0.01; three iterations per plan do not, unless
+    """Sinkhorn-Newton reaches the default 1e-9 at relative_reg = 0.01; three iterations per plan do not, unless
     the plan tolerance is loose."""
     def unconverged(**plan):
-        method = OTCBO(n_particles=6, dt=0.1, alpha=10.0, batch_size=50, barycenter="sinkhorn", reg=0.01,
+        method = OTCBO(n_particles=6, dt=0.1, alpha=10.0, batch_size=50, barycenter="sinkhorn", relative_reg=0.01,
                        barycenter_tol=1e-6, **plan)
         assert method.solver.sinkhorn_max_iter == plan.get("sinkhorn_max_iter", 1000)
         ds = train(method, TwoLayerNetwork(1, 1, 8), square(n_train=100, n_test=20), 2, seed=0)
@@ -274,7 +274,7 @@ def test_barycenter_workers_do_not_change_the_run(barycenter, monkeypatch):
 
     monkeypatch.setattr(entropic, "BLOCK_ENTRIES", 2 * 6 * 6)  # blocks of two measures to share
     runs = [train(OTCBO(n_particles=5, alpha=30.0, sigma_squared=0.1, batch_size=20, barycenter=barycenter,
-                        reg=0.1, barycenter_tol=1e-6, barycenter_max_iter=20, barycenter_workers=workers),
+                        relative_reg=0.1, barycenter_tol=1e-6, barycenter_max_iter=20, barycenter_workers=workers),
                   TwoLayerNetwork(1, 1, 6), square(n_train=40, n_test=10), 2, seed=3)
             for workers in (1, 2)]
     for var in ("train_risk", "w_variance", "w_variance_weighted", "barycenter_iterations"):
@@ -288,7 +288,7 @@ def test_sinkhorn_warm_started_steps_follow_the_cold_started_trajectory():
     import dataclasses
 
     method = OTCBO(n_particles=6, dt=0.1, sigma_squared=0.5, alpha=0.0, batch_size=20, barycenter="sinkhorn",
-                   reg=0.1, barycenter_tol=1e-10)
+                   relative_reg=0.1, barycenter_tol=1e-10)
     net = TwoLayerNetwork(1, 1, 8)
     x = np.random.default_rng(6).uniform(size=(20, 1))
     y = np.sin(3 * x[:, 0])
@@ -308,7 +308,8 @@ def test_sinkhorn_warm_started_steps_follow_the_cold_started_trajectory():
 
 @pytest.mark.parametrize("barycenter", ["exact", "sinkhorn"])
 def test_float32_particles_give_float32_barycenters_and_distances(barycenter):
-    method = OTCBO(n_particles=5, alpha=10.0, batch_size=20, barycenter=barycenter, reg=0.1, barycenter_tol=1e-6)
+    method = OTCBO(n_particles=5, alpha=10.0, batch_size=20, barycenter=barycenter, relative_reg=0.1,
+                   barycenter_tol=1e-6)
     theta = np.random.default_rng(8).uniform(-2, 2, size=(5, 7, 3))
     weights = np.random.default_rng(9).dirichlet(np.ones(5))
     theta32, weights32 = theta.astype(np.float32), weights.astype(np.float32)

@@ -69,7 +69,7 @@ SINE = {"cbo": {"method": "cbo", "sigma_squared": 1.6}, "adam": {"method": "adam
 MNIST = {"adam": {"method": "adam", "lr": 0.1}, "cbo": {"method": "cbo", "alpha": 1e5},
          "hybrid": {"method": "hybrid", "gamma": 0.7, "alpha": 1e4}}
 MIXED = {"cbo": {"method": "cbo"}, "exact": {"method": "otcbo", "barycenter": "exact"},
-         "sinkhorn": {"method": "otcbo", "barycenter": "sinkhorn", "reg": 0.01}}
+         "sinkhorn": {"method": "otcbo", "barycenter": "sinkhorn", "relative_reg": 0.01}}
 # labels with dots as earlier result files have them ("gamma=0" begins "gamma=0.3"), out of order on purpose
 GAMMA = {f"gamma={g:g}": {"method": "hybrid", "gamma": g, "alpha": '{"kind": "step"}'} for g in (0.5, 1.0, 0.0, 0.3)}
 

@@ -57,7 +57,7 @@ METHODS = {
     "otcbo_exact": (lambda: OTCBO(n_particles=8, batch_size=20, alpha=1e3, sigma_squared=0.5,
                                   barycenter="exact"), sine(60, 30)),
     "otcbo_sinkhorn": (lambda: OTCBO(n_particles=8, batch_size=20, alpha=1e3, sigma_squared=0.5,
-                                     barycenter="sinkhorn", reg=0.05), sine(60, 30)),
+                                     barycenter="sinkhorn", relative_reg=0.05), sine(60, 30)),
     "multitask_otcbo": (lambda: MultiTaskOTCBO(n_particles=8, batch_size=20, alpha=1e3, sigma_squared=0.5),
                         shifted_sines(2, 60, 30)),
     "cbo_classes": (lambda: CBO(n_particles=10, batch_size=20, alpha=1e2, sigma_squared=0.5), _classes()),

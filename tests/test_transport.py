@@ -64,11 +64,11 @@ def test_w2_symmetric_permutation_invariant_and_zero_on_same_multiset():
     x, y = rng.standard_normal((15, 3)), rng.standard_normal((15, 3))
     perm = rng.permutation(15)
     for method in ("exact", "sinkhorn"):
-        w = float(w2_squared(x, y, method, reg=0.1))
+        w = float(w2_squared(x, y, method, relative_reg=0.1))
         assert w > 0.1
-        assert_allclose(float(w2_squared(y, x, method, reg=0.1)), w, rtol=1e-8)
-        assert_allclose(float(w2_squared(x[perm], y, method, reg=0.1)), w, rtol=1e-8)
-        assert_allclose(float(w2_squared(x, y[perm], method, reg=0.1)), w, rtol=1e-8)
+        assert_allclose(float(w2_squared(y, x, method, relative_reg=0.1)), w, rtol=1e-8)
+        assert_allclose(float(w2_squared(x[perm], y, method, relative_reg=0.1)), w, rtol=1e-8)
+        assert_allclose(float(w2_squared(x, y[perm], method, relative_reg=0.1)), w, rtol=1e-8)
     assert float(w2_squared(x, x[perm])) == 0.0
 
 
@@ -95,7 +95,7 @@ def test_w2_sinkhorn_is_upper_bound_tending_to_exact():
     rng = np.random.default_rng(5)
     x, y = rng.standard_normal((20, 2)), rng.standard_normal((20, 2)) + 0.5
     exact = float(w2_squared(x, y))
-    values = [float(w2_squared(x, y, "sinkhorn", reg)) for reg in (1.0, 0.1, 0.05)]
+    values = [float(w2_squared(x, y, "sinkhorn", relative_reg)) for relative_reg in (1.0, 0.1, 0.05)]
     assert values[0] > values[1] > values[2] > exact
     assert values[2] - exact < 0.1 * exact
     m = 20
@@ -118,7 +118,7 @@ def test_w2_sinkhorn_small_reg_cold_start_does_not_underflow():
     rng = np.random.default_rng(7)
     x, y = rng.standard_normal((10, 2)), rng.standard_normal((10, 2)) + 20.0
     assert (np.exp(-ot.dist(x, y) / (1e-3 * ot.dist(x, y).mean())) == 0).all()
-    value = float(w2_squared(x, y, "sinkhorn", reg=1e-3))
+    value = float(w2_squared(x, y, "sinkhorn", relative_reg=1e-3))
     cost = ot.dist(x, y)
     ref = ot.sinkhorn(_uniform(10), _uniform(10), cost, 1e-3 * cost.mean(), method="sinkhorn_log",
                       numItermax=10**5, stopThr=1e-13)
@@ -129,12 +129,12 @@ def test_w2_sinkhorn_small_reg_cold_start_does_not_underflow():
 def test_w2_sinkhorn_warns_when_not_converged():
     x, y = np.array([[0.0], [1.0]]), np.array([[3.0], [2.0]])
     with pytest.warns(RuntimeWarning, match="sinkhorn_max_iter"):
-        w2_squared(x, y, "sinkhorn", reg=0.05, sinkhorn_max_iter=1)
+        w2_squared(x, y, "sinkhorn", relative_reg=0.05, sinkhorn_max_iter=1)
 
 
 def _near_tie_costs(seed, batch, m, k):
     """Squared distances between clustered atoms: many near-equal assignments, the hard case for
-    Sinkhorn at small reg (OT-CBO measures look like this once neurons cluster)."""
+    Sinkhorn at small relative_reg (OT-CBO measures look like this once neurons cluster)."""
     rng = np.random.default_rng(seed)
     centres = rng.uniform(-2, 2, size=(batch, 4, 2))
     x = centres[:, rng.integers(0, 4, m)] + 0.05 * rng.standard_normal((batch, m, 2))
@@ -369,10 +369,10 @@ def test_sinkhorn_barycenter_tends_to_exact_as_reg_decreases():
     x, beta, init = _instance(40, 5, 12, 1)
     exact = np.tensordot(beta, np.sort(x[:, :, 0], axis=1), axes=1)[:, None]
     errors = []
-    for reg in (1.0, 0.1, 0.01):
-        res = SinkhornBarycenter(reg=reg, max_iter=30).solve(x, beta, init)
+    for relative_reg in (1.0, 0.1, 0.01):
+        res = SinkhornBarycenter(relative_reg=relative_reg, max_iter=30).solve(x, beta, init)
         errors.append(float(w2_squared(res.support, exact)))
-    # W2^2 to the exact barycenter falls by more than 10x per decade of reg (measured: 60x, 22x).
+    # W2^2 to the exact barycenter falls by more than 10x per decade of relative_reg (measured: 60x, 22x).
     assert errors[0] > 10 * errors[1] > 100 * errors[2]
     # Entropic plans shrink the barycenter towards its mean.
     spread = res.support.var()
@@ -381,7 +381,7 @@ def test_sinkhorn_barycenter_tends_to_exact_as_reg_decreases():
 
 def test_sinkhorn_barycenter_matches_pot_and_reports_epsilon():
     x, beta, init = _instance(41, 6, 10, 2)
-    res = SinkhornBarycenter(reg=0.5, max_iter=20, tol=0.0).solve(x, beta, init)
+    res = SinkhornBarycenter(relative_reg=0.5, max_iter=20, tol=0.0).solve(x, beta, init)
     mean = beta @ x.mean(axis=1)
     scale = 2 * beta @ ((x - mean) ** 2).sum(2).mean(1)
     assert_allclose(res.epsilon, 0.5 * scale, rtol=1e-13)
@@ -395,7 +395,7 @@ def test_sinkhorn_barycenter_matches_pot_and_reports_epsilon():
 def test_sinkhorn_maps_are_barycentric_projections_for_all_measures():
     x, beta, init = _instance(42, 6, 8, 2)
     beta = np.concatenate([beta[:4] / beta[:4].sum(), [1e-20, 1e-20]])
-    res = SinkhornBarycenter(reg=0.2, tol=1e-6).solve(x, beta, init)
+    res = SinkhornBarycenter(relative_reg=0.2, tol=1e-6).solve(x, beta, init)
     assert res.maps.shape == (6, 8, 2) and res.converged
     for n in range(6):
         cost = ot.dist(x[n], res.support)
@@ -414,7 +414,7 @@ def test_variance_unweighted_and_weighted():
     w2 = np.array([ot.emd2(_uniform(7), _uniform(7), ot.dist(xi, init)) for xi in x])
     assert_allclose(variance(x, init), w2.mean() / 2, rtol=1e-12)
     assert_allclose(variance(x, init, beta), beta @ w2 / 2, rtol=1e-12)
-    assert variance(x, init, method="sinkhorn", reg=0.2) > variance(x, init)
+    assert variance(x, init, method="sinkhorn", relative_reg=0.2) > variance(x, init)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -432,8 +432,8 @@ _X, _BETA, _INIT = _instance(60, 3, 4, 2)
         (lambda: w2_squared(np.ones((3, 2)), np.ones((4, 2))), "method='exact'"),
         (lambda: w2_squared(np.full((3, 2), np.nan), np.ones((3, 2))), "x contains NaN"),
         (lambda: w2_squared(np.ones((3, 2)), np.ones((3, 2)), method="emd"), "method must be"),
-        (lambda: w2_squared(np.ones((3, 2)), np.ones((3, 2)), "sinkhorn", reg=0.0), r"reg .* \(0"),
-        (lambda: w2_squared(np.ones((3, 2)), np.ones((3, 2)), "sinkhorn", reg=-1), "reg"),
+        (lambda: w2_squared(np.ones((3, 2)), np.ones((3, 2)), "sinkhorn", relative_reg=0.0), r"relative_reg .* \(0"),
+        (lambda: w2_squared(np.ones((3, 2)), np.ones((3, 2)), "sinkhorn", relative_reg=-1), "relative_reg"),
         (lambda: w2_squared(np.ones((3, 2)), np.ones((3, 2)), workers=0), "workers"),
         (lambda: w2_squared(np.ones((3, 2)), np.ones((3, 2)) * 1j), "y must be real"),
         (lambda: ExactBarycenter().solve(_X[0], _BETA, _INIT), "measures must have shape"),
@@ -447,7 +447,7 @@ _X, _BETA, _INIT = _instance(60, 3, 4, 2)
         (lambda: ExactBarycenter(max_iter=-1), "max_iter"),
         (lambda: ExactBarycenter(tol=-1e-3), "tol"),
         (lambda: ExactBarycenter(weight_threshold=1.5), "weight_threshold"),
-        (lambda: SinkhornBarycenter(reg=0), "reg"),
+        (lambda: SinkhornBarycenter(relative_reg=0), "relative_reg"),
         (lambda: SinkhornBarycenter(sinkhorn_max_iter=0), "sinkhorn_max_iter"),
         (lambda: SinkhornBarycenter(sinkhorn_tol=float("nan")), "sinkhorn_tol"),
         (lambda: variance(_X, _INIT, weights=[1.0, 0.0]), "weights must have shape"),
@@ -475,7 +475,8 @@ def test_exact_barycenter_parameters_refuse_bools_non_numbers_and_non_finite(par
 
 
 @pytest.mark.parametrize("param, value", [
-    ("reg", float("inf")), ("reg", True), ("reg", "0.1"), ("max_iter", True), ("tol", float("nan")),
+    ("relative_reg", float("inf")), ("relative_reg", True), ("relative_reg", "0.1"), ("max_iter", True),
+    ("tol", float("nan")),
     ("sinkhorn_max_iter", 10.0), ("sinkhorn_tol", float("inf")), ("weight_threshold", True),
 ])
 def test_sinkhorn_barycenter_parameters_refuse_bools_non_numbers_and_non_finite(param, value):
@@ -528,8 +529,8 @@ def test_large_but_safe_atoms_give_the_scaled_barycenter():
     assert_array_equal(large.assignment, small.assignment)
     assert_allclose(large.support, small.support * 1e100, rtol=1e-12)
     assert_allclose(large.objective, small.objective * 1e200, rtol=1e-12)
-    sink = SinkhornBarycenter(reg=0.1).solve(x * 1e100, beta, init * 1e100)
-    assert_allclose(sink.support, SinkhornBarycenter(reg=0.1).solve(x, beta, init).support * 1e100, rtol=1e-8)
+    sink = SinkhornBarycenter(relative_reg=0.1).solve(x * 1e100, beta, init * 1e100)
+    assert_allclose(sink.support, SinkhornBarycenter(relative_reg=0.1).solve(x, beta, init).support * 1e100, rtol=1e-8)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -542,11 +543,11 @@ def test_sinkhorn_blocks_match_one_block_and_do_not_depend_on_workers(monkeypatc
     worst plan of a block decides), so the plans agree within sinkhorn_tol and the supports to
     about that; the block sum of the support update makes the result independent of threads."""
     x, beta, init = _instance(70, 7, 9, 2)
-    solver = SinkhornBarycenter(reg=0.1, max_iter=6, tol=0.0)
+    solver = SinkhornBarycenter(relative_reg=0.1, max_iter=6, tol=0.0)
     one = solver.solve(x, beta, init)
     monkeypatch.setattr(entropic, "BLOCK_ENTRIES", 1)  # every measure a block of its own
     blocks = solver.solve(x, beta, init)
-    threaded = SinkhornBarycenter(reg=0.1, max_iter=6, tol=0.0, workers=2).solve(x, beta, init)
+    threaded = SinkhornBarycenter(relative_reg=0.1, max_iter=6, tol=0.0, workers=2).solve(x, beta, init)
     assert blocks.n_iter == one.n_iter == 6  # tol = 0: the same number of updates
     assert_allclose(blocks.support, one.support, rtol=0, atol=1e-9)
     assert_allclose(blocks.maps, one.maps, rtol=0, atol=1e-9)
@@ -562,7 +563,7 @@ def test_sinkhorn_blocks_bound_the_memory(monkeypatch):
     import tracemalloc
 
     x, beta, init = _instance(71, 40, 60, 2)
-    solver = SinkhornBarycenter(reg=0.2, max_iter=1, tol=0.0)
+    solver = SinkhornBarycenter(relative_reg=0.2, max_iter=1, tol=0.0)
 
     def peak():
         tracemalloc.start()
@@ -588,7 +589,7 @@ def test_sinkhorn_warm_start_gives_the_same_barycenter_in_fewer_iterations(thres
     init = rng.standard_normal((9, 2))  # K != M
     logits = -30.0 * rng.uniform(size=10)  # Gibbs-like: some measures fall below the threshold
     beta = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
-    solver = SinkhornBarycenter(reg=0.1, tol=1e-7, weight_threshold=threshold)
+    solver = SinkhornBarycenter(relative_reg=0.1, tol=1e-7, weight_threshold=threshold)
     first = solver.solve(x, beta, init)
     assert first.potentials.shape == (10, 9) and first.sinkhorn_iterations > 0
     moved = x - 0.1 * (x - first.maps) + 0.05 * rng.standard_normal(x.shape)
@@ -637,19 +638,19 @@ def test_sinkhorn_started_from_column_potentials_alone(move, monkeypatch):
 
 def test_sinkhorn_warm_start_must_be_a_matching_sinkhorn_result():
     x, beta, init = _instance(73, 5, 6, 2)
-    entropic = SinkhornBarycenter(reg=0.2).solve(x, beta, init)
+    entropic = SinkhornBarycenter(relative_reg=0.2).solve(x, beta, init)
     with pytest.raises(ValueError, match="warm_start must come from N = 4 measures and K = 6 barycenter atoms"):
-        SinkhornBarycenter(reg=0.2).solve(x[:4], beta[:4] / beta[:4].sum(), init, warm_start=entropic)
+        SinkhornBarycenter(relative_reg=0.2).solve(x[:4], beta[:4] / beta[:4].sum(), init, warm_start=entropic)
     with pytest.raises(ValueError, match="K = 5 barycenter atoms"):
-        SinkhornBarycenter(reg=0.2).solve(x, beta, init[:5], warm_start=entropic)
+        SinkhornBarycenter(relative_reg=0.2).solve(x, beta, init[:5], warm_start=entropic)
     exact = ExactBarycenter().solve(x, beta, init)
     with pytest.raises(ValueError, match="warm_start must be a BarycenterResult of SinkhornBarycenter"):
-        SinkhornBarycenter(reg=0.2).solve(x, beta, init, warm_start=exact)
+        SinkhornBarycenter(relative_reg=0.2).solve(x, beta, init, warm_start=exact)
     with pytest.raises(ValueError, match="warm_start must be a BarycenterResult of SinkhornBarycenter"):
-        SinkhornBarycenter(reg=0.2).solve(x, beta, init, warm_start=entropic.potentials)
+        SinkhornBarycenter(relative_reg=0.2).solve(x, beta, init, warm_start=entropic.potentials)
     broken = BarycenterResult(**{**vars(entropic), "potentials": np.full((5, 6), np.nan)})
     with pytest.raises(ValueError, match="warm_start.potentials contains NaN"):
-        SinkhornBarycenter(reg=0.2).solve(x, beta, init, warm_start=broken)
+        SinkhornBarycenter(relative_reg=0.2).solve(x, beta, init, warm_start=broken)
     shuffled = BarycenterResult(**{**vars(exact), "assignment": np.zeros((5, 6), dtype=int)})
     with pytest.raises(ValueError, match="warm_start.assignment must hold a permutation"):
         ExactBarycenter().solve(x, beta, init, warm_start=shuffled)
@@ -657,14 +658,14 @@ def test_sinkhorn_warm_start_must_be_a_matching_sinkhorn_result():
 
 def test_w2_blocks_and_workers_give_the_same_distances(monkeypatch):
     x, _, y = _instance(74, 6, 8, 3)
-    exact_w2, entropic_w2 = w2_squared(x[:, None], x[None]), w2_squared(x, y, "sinkhorn", reg=0.2)
+    exact_w2, entropic_w2 = w2_squared(x[:, None], x[None]), w2_squared(x, y, "sinkhorn", relative_reg=0.2)
     monkeypatch.setattr(exact, "BLOCK_ENTRIES", 1)
     monkeypatch.setattr(entropic, "BLOCK_ENTRIES", 1)
     assert_array_equal(w2_squared(x[:, None], x[None]), exact_w2)  # exact: block-independent
     assert_array_equal(w2_squared(x[:, None], x[None], workers=2), exact_w2)
-    blocked = w2_squared(x, y, "sinkhorn", reg=0.2)
+    blocked = w2_squared(x, y, "sinkhorn", relative_reg=0.2)
     assert_allclose(blocked, entropic_w2, rtol=1e-9)
-    assert_array_equal(w2_squared(x, y, "sinkhorn", reg=0.2, workers=2), blocked)
+    assert_array_equal(w2_squared(x, y, "sinkhorn", relative_reg=0.2, workers=2), blocked)
 
 
 def test_solves_run_blas_on_one_thread_and_give_the_same_results(monkeypatch):
@@ -677,7 +678,7 @@ def test_solves_run_blas_on_one_thread_and_give_the_same_results(monkeypatch):
         return [lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
 
     x, beta, init = _instance(75, 8, 40, 3)
-    solvers = [ExactBarycenter(), SinkhornBarycenter(reg=0.1, max_iter=3, tol=0.0)]
+    solvers = [ExactBarycenter(), SinkhornBarycenter(relative_reg=0.1, max_iter=3, tol=0.0)]
     with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
         before = blas_threads()
         seen = []
@@ -690,7 +691,7 @@ def test_solves_run_blas_on_one_thread_and_give_the_same_results(monkeypatch):
         for module in (barycenter, costs):
             monkeypatch.setattr(module, "check_cost_scale", spy)
         limited = [solver.solve(x, beta, init) for solver in solvers]
-        w2 = w2_squared(x, init, "sinkhorn", reg=0.1)
+        w2 = w2_squared(x, init, "sinkhorn", relative_reg=0.1)
         assert len(seen) >= 3 and all(threads == [1] * len(before) for threads in seen)
         assert blas_threads() == before
         with pytest.raises(FloatingPointError):
@@ -699,14 +700,14 @@ def test_solves_run_blas_on_one_thread_and_give_the_same_results(monkeypatch):
         for module in (barycenter, distance):
             monkeypatch.setattr(module, "one_blas_thread", lambda xp: contextlib.nullcontext())
         free = [solver.solve(x, beta, init) for solver in solvers]
-        assert_array_equal(w2_squared(x, init, "sinkhorn", reg=0.1), w2)
+        assert_array_equal(w2_squared(x, init, "sinkhorn", relative_reg=0.1), w2)
     for a, b in zip(limited, free):
         assert_array_equal(a.support, b.support)
         assert_array_equal(a.maps, b.maps)
         assert a.objective == b.objective
 
 
-@pytest.mark.parametrize("solver", [ExactBarycenter(), SinkhornBarycenter(reg=0.1, tol=1e-8)],
+@pytest.mark.parametrize("solver", [ExactBarycenter(), SinkhornBarycenter(relative_reg=0.1, tol=1e-8)],
                          ids=["exact", "sinkhorn"])
 def test_float32_inputs_give_float32_results_that_agree_with_float64(solver):
     """Solved in float64 internally: float32 atoms give float32 supports and maps equal to the
@@ -723,9 +724,9 @@ def test_float32_inputs_give_float32_results_that_agree_with_float64(solver):
     # and close to the float64 problem itself: the inputs' rounding moves the barycenter that little
     assert_allclose(res.support, solver.solve(x, beta, init).support, rtol=0, atol=1e-5)
     for method in ("exact", "sinkhorn"):
-        w2 = w2_squared(x32, init32, method, reg=0.1)
+        w2 = w2_squared(x32, init32, method, relative_reg=0.1)
         assert w2.dtype == np.float32
-        assert_allclose(w2, w2_squared(x, init, method, reg=0.1), rtol=1e-5)
+        assert_allclose(w2, w2_squared(x, init, method, relative_reg=0.1), rtol=1e-5)
     assert squared_distances(x32, init32).dtype == np.float32
 
 

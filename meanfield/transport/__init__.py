@@ -23,7 +23,7 @@ any real floating dtype are solved in float64 and the results (supports, maps, W
 input dtype: the assignment solver's potentials and the entropic plans' marginals need float64 (a
 float32 plan entry :math:`\exp((f_i + g_j - C_{ij})/\varepsilon)` carries a relative error of about
 :math:`u\, C_{ij}/\varepsilon`, u the float32 unit roundoff, far above the default ``sinkhorn_tol`` at
-small ``reg``). With numpy arrays the solvers run BLAS on one thread (their products are small) and
+small ``relative_reg``). With numpy arrays the solvers run BLAS on one thread (their products are small) and
 share their work among ``workers`` threads instead.
 """
 

@@ -229,13 +229,13 @@ class SinkhornBarycenter:
               - \varepsilon H(P), \qquad
         y_j \leftarrow K \sum_n \beta_n \sum_i (P_n)_{ij}\, x_{n,i},
 
-    with :math:`\varepsilon = \mathrm{reg}\cdot s`, where s is the mean squared distance between two
+    with :math:`\varepsilon = \mathrm{relative\_reg}\cdot s`, where s is the mean squared distance between two
     atoms drawn independently from the mixture :math:`\sum_n\beta_n\mu_n` (for one measure, the mean
-    of its cost matrix with itself), so ``reg`` does not depend on the units nor on ``init``. Each
+    of its cost matrix with itself), so ``relative_reg`` does not depend on the units nor on ``init``. Each
     plan is solved to ``sinkhorn_tol`` by Sinkhorn steps and then Newton's method on the semi-dual
-    (plain Sinkhorn needs thousands of steps at reg = 0.01 and POT's stops unconverged there), with
+    (plain Sinkhorn needs thousands of steps at relative_reg = 0.01 and POT's stops unconverged there), with
     the potentials warm-started from one update to the next. Entropic plans shrink the
-    barycenter; it tends to the exact one as reg -> 0. The reported objective is
+    barycenter; it tends to the exact one as relative_reg -> 0. The reported objective is
     :math:`\frac12\sum_n\beta_n\langle P_n, C_n\rangle`; the iteration stops when its relative
     change is at most ``tol`` or after ``max_iter`` updates.
 
@@ -246,7 +246,7 @@ class SinkhornBarycenter:
 
     Parameters
     ----------
-    reg : float > 0
+    relative_reg : float > 0
         Entropic regularisation relative to the cost scale s.
     max_iter : int >= 0
         Maximum number of support updates.
@@ -267,7 +267,7 @@ class SinkhornBarycenter:
     >>> import numpy as np
     >>> from meanfield.transport import SinkhornBarycenter
     >>> measures = np.array([[[0.0], [2.0]], [[6.0], [4.0]]])
-    >>> res = SinkhornBarycenter(reg=0.01).solve(measures, np.array([0.5, 0.5]), np.array([[0.0], [1.0]]))
+    >>> res = SinkhornBarycenter(relative_reg=0.01).solve(measures, np.array([0.5, 0.5]), np.array([[0.0], [1.0]]))
     >>> np.round(res.support.ravel(), 3).tolist(), round(res.objective, 3), res.assignment is None
     ([2.0, 4.0], 2.0, True)
 
@@ -278,7 +278,7 @@ class SinkhornBarycenter:
     problems. SIAM J. Sci. Comput. 41(3).
     """
 
-    reg: float = 0.05
+    relative_reg: float = 0.05
     max_iter: int = 100
     tol: float = 1e-9
     sinkhorn_max_iter: int = 1000
@@ -287,7 +287,7 @@ class SinkhornBarycenter:
     workers: int = 1
 
     def __post_init__(self):
-        check_float("reg", self.reg, low=0, low_open=True)
+        check_float("relative_reg", self.relative_reg, low=0, low_open=True)
         check_int("max_iter", self.max_iter, low=0)
         check_float("tol", self.tol, low=0)
         check_int("sinkhorn_max_iter", self.sinkhorn_max_iter, low=1)
@@ -342,7 +342,7 @@ class SinkhornBarycenter:
         x_sq = xp.sum(x * x, axis=2)
         # s: the mean squared distance between two independent atoms of the mixture
         scale = xp.asarray(2 * float(xp.sum(beta * xp.mean(x_sq, axis=1))), dtype=x.dtype)
-        eps = float(relative_epsilon(xp, self.reg, scale))
+        eps = float(relative_epsilon(xp, self.relative_reg, scale))
         active, rest = split(xp, beta, self.weight_threshold)
         wa = xp.take(beta, active, axis=0)
         g = None if warm is None else xp.take(warm, active, axis=0)

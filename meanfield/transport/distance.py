@@ -17,7 +17,7 @@ from meanfield.transport.costs import cost_matrices, gather_rows, matched_w2
 __all__ = ["variance", "variance_from_distances", "w2_squared"]
 
 
-def w2_squared(x, y, method: str = "exact", reg: float = 0.05, *, sinkhorn_max_iter: int = 1000,
+def w2_squared(x, y, method: str = "exact", relative_reg: float = 0.05, *, sinkhorn_max_iter: int = 1000,
                sinkhorn_tol: float = 1e-9, workers: int = 1):
     r"""Squared Wasserstein-2 distance between uniform measures on point sets.
 
@@ -28,10 +28,10 @@ def w2_squared(x, y, method: str = "exact", reg: float = 0.05, *, sinkhorn_max_i
     - ``"sinkhorn"``: :math:`\langle P_\varepsilon, C\rangle` with :math:`P_\varepsilon` the entropic
       plan :math:`\arg\min_P \langle P, C\rangle - \varepsilon H(P)`, computed by log-stabilised
       Sinkhorn steps and then Newton's method on the semi-dual, which converges quadratically
-      where Sinkhorn alone stalls at small reg. ``reg`` is relative:
-      :math:`\varepsilon = \mathrm{reg}\cdot\mathrm{mean}(C)`, the mean squared distance between an
+      where Sinkhorn alone stalls at small relative_reg. ``relative_reg`` is relative:
+      :math:`\varepsilon = \mathrm{relative\_reg}\cdot\mathrm{mean}(C)`, the mean squared distance between an
       atom of x and an atom of y. The value is an upper bound of
-      the exact :math:`W_2^2` and tends to it as reg -> 0.
+      the exact :math:`W_2^2` and tends to it as relative_reg -> 0.
 
     Parameters
     ----------
@@ -41,7 +41,7 @@ def w2_squared(x, y, method: str = "exact", reg: float = 0.05, *, sinkhorn_max_i
         Atoms of the second measures; leading axes broadcast against those of ``x``.
     method : {"exact", "sinkhorn"}
         Exact assignment (:func:`meanfield.assignment.linear_assignment`) or entropic OT.
-    reg : float > 0
+    relative_reg : float > 0
         Entropic regularisation relative to the mean cost (``"sinkhorn"`` only).
     sinkhorn_max_iter : int >= 1
         Maximum iterations of the entropic solver, Sinkhorn steps (at most 50) and Newton steps
@@ -66,9 +66,9 @@ def w2_squared(x, y, method: str = "exact", reg: float = 0.05, *, sinkhorn_max_i
     >>> y = np.array([[3.0], [2.0]])
     >>> float(w2_squared(x, y))
     4.0
-    >>> round(float(w2_squared(x, y, method="sinkhorn", reg=0.05)), 4)
+    >>> round(float(w2_squared(x, y, method="sinkhorn", relative_reg=0.05)), 4)
     4.0116
-    >>> round(float(w2_squared(x, y, method="sinkhorn", reg=1.0)), 4)
+    >>> round(float(w2_squared(x, y, method="sinkhorn", relative_reg=1.0)), 4)
     4.4447
 
     References
@@ -77,7 +77,7 @@ def w2_squared(x, y, method: str = "exact", reg: float = 0.05, *, sinkhorn_max_i
     Machine Learning 11(5-6).
     """
     check_method(method)
-    check_float("reg", reg, low=0, low_open=True)
+    check_float("relative_reg", relative_reg, low=0, low_open=True)
     check_int("sinkhorn_max_iter", sinkhorn_max_iter, low=1)
     check_float("sinkhorn_tol", sinkhorn_tol, low=0)
     check_workers(workers)
@@ -107,7 +107,7 @@ def w2_squared(x, y, method: str = "exact", reg: float = 0.05, *, sinkhorn_max_i
         cost = cost_matrices(xp, xb[s], yb[s], dtype)
         f, g = (xp.zeros((cost.shape[0], n), dtype=work, device=array_api_compat.device(cost))
                 for n in (M, K))
-        eps = entropic.relative_epsilon(xp, reg, xp.mean(cost, axis=(-2, -1)))
+        eps = entropic.relative_epsilon(xp, relative_reg, xp.mean(cost, axis=(-2, -1)))
         _, _, plan, ok, _ = entropic.sinkhorn(xp, cost, eps, f, g, sinkhorn_max_iter, sinkhorn_tol)
         parts[s.start] = (xp.sum(plan * cost, axis=(-2, -1)), ok)
 
@@ -122,7 +122,7 @@ def w2_squared(x, y, method: str = "exact", reg: float = 0.05, *, sinkhorn_max_i
     if not all(ok):
         warnings.warn(
             f"Sinkhorn did not reach sinkhorn_tol={sinkhorn_tol} in {sinkhorn_max_iter} iterations; "
-            "increase sinkhorn_max_iter or reg",
+            "increase sinkhorn_max_iter or relative_reg",
             RuntimeWarning,
             stacklevel=2,
         )
@@ -130,7 +130,7 @@ def w2_squared(x, y, method: str = "exact", reg: float = 0.05, *, sinkhorn_max_i
 
 
 
-def variance(measures, support, weights=None, method: str = "exact", reg: float = 0.05) -> float:
+def variance(measures, support, weights=None, method: str = "exact", relative_reg: float = 0.05) -> float:
     r"""Wasserstein-over-Wasserstein variance of uniform measures around a barycenter (eq. 64).
 
     .. math::
@@ -151,7 +151,7 @@ def variance(measures, support, weights=None, method: str = "exact", reg: float 
         Non-negative weights summing to 1; None for the unweighted variance.
     method : {"exact", "sinkhorn"}
         How :math:`W_2^2` is computed, see :func:`w2_squared`.
-    reg : float > 0
+    relative_reg : float > 0
         Relative entropic regularisation (``"sinkhorn"`` only).
 
     Returns
@@ -171,7 +171,7 @@ def variance(measures, support, weights=None, method: str = "exact", reg: float 
     check_method(method)
     xp, (measures, support) = namespace(measures, support)
     x = check_atoms(xp, measures, "measures", ("N", "M", "D"))
-    w2 = w2_squared(x, support, method=method, reg=reg)
+    w2 = w2_squared(x, support, method=method, relative_reg=relative_reg)
     if weights is not None:
         weights = check_weights(xp, xp.asarray(weights, device=array_api_compat.device(w2)), x.shape[0], w2.dtype)
     return float(variance_from_distances(w2, weights))

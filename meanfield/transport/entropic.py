@@ -1,8 +1,8 @@
 r"""Entropic transport plans between uniform measures: log-stabilised Sinkhorn steps, then Newton's
 method on the semi-dual.
 
-The regularisation is relative throughout: :math:`\varepsilon = \mathrm{reg}\cdot s` with s a mean
-squared distance between atoms of the two sides (:func:`relative_epsilon`), so ``reg`` does not
+The regularisation is relative throughout: :math:`\varepsilon = \mathrm{relative\_reg}\cdot s` with s a mean
+squared distance between atoms of the two sides (:func:`relative_epsilon`), so ``relative_reg`` does not
 depend on the units (POT's ``reg`` is the absolute :math:`\varepsilon`).
 """
 
@@ -48,7 +48,7 @@ def sinkhorn(xp, cost, eps, f, g, max_iter, tol):
        exp((f + g - C)/eps), folding u, v back before they can overflow;
     2. Newton's method on the semi-dual (:func:`newton`), for the measures whose marginal error is
        still above ``tol``. Sinkhorn alone converges linearly at a rate that tends to 1 as eps -> 0
-       (at reg = 0.01 thousands of steps leave errors ~1e-4); Newton converges quadratically.
+       (at relative_reg = 0.01 thousands of steps leave errors ~1e-4); Newton converges quadratically.
 
     cost (B, M, K); eps (B,); f (B, M) and g (B, K) warm-start potentials, or f None to start
     from g alone. Returns the final potentials, the plans
@@ -82,7 +82,7 @@ def sinkhorn(xp, cost, eps, f, g, max_iter, tol):
         if sweeps % CHECK_EVERY == 0:
             err = float(xp.max(xp.sum(xp.abs(u * rows - 1 / M), axis=1)))
             if not math.isfinite(err):
-                raise FloatingPointError("Sinkhorn diverged; increase reg")
+                raise FloatingPointError("Sinkhorn diverged; increase relative_reg")
             if err <= max(tol, _NEWTON_SWITCH):
                 break
         u = (1 / M) / rows
@@ -135,7 +135,7 @@ def newton(xp, cost, eps, g, max_iter, tol):
         residual = 1 / K - xp.sum(plan, axis=1)
         error = xp.sum(xp.abs(residual), axis=1)
         if not bool(xp.all(xp.isfinite(error))):
-            raise FloatingPointError("Sinkhorn diverged; increase reg")
+            raise FloatingPointError("Sinkhorn diverged; increase relative_reg")
         finished = error <= tol
         if bool(xp.any(finished)):
             keep, out = xp.nonzero(~finished)[0], xp.nonzero(finished)[0]
@@ -168,10 +168,10 @@ def newton(xp, cost, eps, g, max_iter, tol):
     return (*(xp.take(a, order, axis=0) for a in (f, g, plan)), converged, steps)
 
 
-def relative_epsilon(xp, reg, mean_cost):
-    """The absolute regularisation reg * s for the mean squared distance s between atoms of the two
-    sides (any shape); a zero s (all atoms equal) falls back to reg."""
-    return reg * xp.where(mean_cost > 0, mean_cost, xp.ones_like(mean_cost))
+def relative_epsilon(xp, relative_reg, mean_cost):
+    """The absolute regularisation relative_reg * s for the mean squared distance s between atoms of the two
+    sides (any shape); a zero s (all atoms equal) falls back to relative_reg."""
+    return relative_reg * xp.where(mean_cost > 0, mean_cost, xp.ones_like(mean_cost))
 
 
 def barycenter_plans(xp, x, x_sq, support, eps, f, g, share, max_iter, tol, workers):
