@@ -13,7 +13,7 @@ import xarray as xr
 from meanfield import TwoLayerNetwork
 from meanfield.cli import main
 from meanfield.convergence import network_outputs, rate_rows, strong_errors
-from meanfield.results import _decay_factor, decay_violations
+from meanfield.results import decay_factor, decay_violations
 from meanfield.schema import open_dataset
 
 STUDIES = Path(__file__).parents[1] / "studies"
@@ -99,7 +99,7 @@ def test_proposition_3_holds_at_every_point_of_the_quick_grid(tmp_path):
     assert main(["run", str(STUDIES / "proposition3.toml"), "--quick", "--methods", "alpha0_exact",
                  "--out", str(out), "--no-progress"]) == 0
     ds = open_dataset(out)
-    factor = _decay_factor(ds, "alpha0_exact")
+    factor = decay_factor(ds, "alpha0_exact")
     for n in ds.N.values:
         for m in ds.M.values:
             cell = ds.sel(method_label="alpha0_exact", N=n, M=m)
