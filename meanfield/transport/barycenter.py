@@ -341,7 +341,8 @@ class SinkhornBarycenter:
         check_cost_scale(xp, x.shape[2], x, support, dtype=dtype)
         x_sq = xp.sum(x * x, axis=2)
         # s: the mean squared distance between two independent atoms of the mixture
-        scale = xp.asarray(2 * float(xp.sum(beta * xp.mean(x_sq, axis=1))), dtype=x.dtype)
+        scale = xp.asarray(2 * float(xp.sum(beta * xp.mean(x_sq, axis=1))), dtype=x.dtype,
+                           device=array_api_compat.device(x))
         eps = float(relative_epsilon(xp, self.relative_reg, scale))
         active, rest = split(xp, beta, self.weight_threshold)
         wa = xp.take(beta, active, axis=0)
