@@ -44,6 +44,10 @@ def _parser():
                       "declares, e.g. excess_risk,rate")
     info = sub.add_parser("info", help="describe a saved dataset: dimensions, methods, settings, summary")
     info.add_argument("result", help="netCDF file written by `meanfield run`")
+    compare = sub.add_parser("compare", help="compare two datasets bit for bit (all but the timings); exit "
+                             "status 1 if a number moved")
+    compare.add_argument("before", help="a dataset, or a directory of them")
+    compare.add_argument("after", help="the same study recomputed (a directory: the files of the same names)")
     return parser
 
 
@@ -128,6 +132,32 @@ def _info(args):
     return 0
 
 
+def _compare(args):
+    from meanfield.results import compare_datasets
+    from meanfield.schema import ResultFileError, open_dataset
+
+    before, after = Path(args.before), Path(args.after)
+    pairs = ([(path, after / path.name) for path in sorted(before.glob("*.nc"))] if before.is_dir()
+             else [(before, after)])
+    if not pairs:
+        raise ResultFileError(f"{before} holds no .nc files")
+    identical = True
+    for old, new in pairs:
+        if not new.exists():
+            print(f"{old.name}: no {new}")
+            identical = False
+            continue
+        result = compare_datasets(open_dataset(old), open_dataset(new))
+        moved = ", ".join(f"{name} ({change if isinstance(change, str) else f'{change:.2g} relative'})"
+                          for name, change in result["moved"].items())
+        verdict = ("bit-identical" if not result["moved"] and not result["coords"]
+                   else "MOVED: " + "; ".join(filter(None, [moved, ", ".join(result["coords"])])))
+        print(f"{old.name}: {len(result['compared'])} variables {verdict}; attributes that differ: "
+              f"{', '.join(result['attrs']) or 'none'}")
+        identical &= not result["moved"] and not result["coords"]
+    return 0 if identical else 1
+
+
 def main(argv=None):
     args = _parser().parse_args(argv)
     args.argv = argv
@@ -136,7 +166,7 @@ def main(argv=None):
     from meanfield.study import StudyError
 
     try:
-        return {"run": _run, "plot": _plot, "info": _info}[args.command](args)
+        return {"run": _run, "plot": _plot, "info": _info, "compare": _compare}[args.command](args)
     except (StudyError, ResultFileError) as err:
         print(f"meanfield: error: {err}", file=sys.stderr)
         return 2

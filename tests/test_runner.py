@@ -282,6 +282,27 @@ def test_plotting_a_dataset_no_study_wrote_says_so(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == [path]
 
 
+def test_compare_says_which_numbers_moved_and_ignores_timings(tmp_path, capsys):
+    """meanfield compare: bit-identical datasets (timings aside) exit 0, a moved number exits 1 and is
+    named with its largest relative change; directories are compared file by file."""
+    before, after = tmp_path / "before", tmp_path / "after"
+    before.mkdir(), after.mkdir()
+    ds = xr.Dataset({"train_risk": ("epoch", [1.0, 0.5, np.nan]), "wall_time": ("epoch", [0.0, 1.0, 2.0])},
+                    coords={"epoch": [0, 1, 2]}, attrs={"source_fingerprint": "a"})
+    write_dataset(ds, before / "s.nc")
+    again = ds.copy(deep=True)
+    again["wall_time"][2] = 5.0
+    again.attrs["source_fingerprint"] = "b"
+    write_dataset(again, after / "s.nc")
+    assert main(["compare", str(before), str(after)]) == 0
+    out = capsys.readouterr().out
+    assert "s.nc: 1 variables bit-identical; attributes that differ: source_fingerprint" in out
+    again["train_risk"][1] = 0.5 * (1 + 1e-15)
+    write_dataset(again, after / "s.nc")
+    assert main(["compare", str(before / "s.nc"), str(after / "s.nc")]) == 1
+    assert "MOVED: train_risk (1.1e-15 relative)" in capsys.readouterr().out
+
+
 def test_a_code_change_recomputes_cells(tiny, tmp_path, monkeypatch):
     out = tmp_path / "tiny.nc"
     assert run(tiny, out) == 0
