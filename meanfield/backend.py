@@ -184,6 +184,16 @@ class DeviceGenerator:
         self.device = torch.device(device)
         self.generator = torch.Generator(self.device).manual_seed(seed)
 
+    def __getstate__(self):
+        # a torch.Generator does not pickle; its state (a CPU byte tensor) does, for checkpoints
+        return {"device": str(self.device), "state": self.generator.get_state()}
+
+    def __setstate__(self, saved):
+        torch = _torch()
+        self.device = torch.device(saved["device"])
+        self.generator = torch.Generator(self.device)
+        self.generator.set_state(saved["state"])
+
     def uniform(self, low, high, size):
         import torch
 

@@ -34,6 +34,9 @@ def _parser():
     run.add_argument("--workers", type=int, default=1,
                      help="run cells in this many local processes (dask.distributed; default 1: in this process)")
     run.add_argument("--scheduler", help="address of a dask.distributed scheduler to run the cells on")
+    run.add_argument("--checkpoint-every", type=float, default=600.0, metavar="SECONDS",
+                     help="save each cell in training this often (default 600; 0: after every epoch), so that "
+                     "an interrupted cell continues from there")
     run.add_argument("--dry-run", action="store_true",
                      help="list the cells, which are already computed, and a compute estimate; write nothing")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -67,7 +70,8 @@ def _run(args):
     command = "meanfield run " + " ".join(sys.argv[2:] if args.argv is None else args.argv[1:])
     keep_freed_memory()  # cells run in this process when workers = 1
     ds = run_study(study, out, progress=not args.no_progress, workers=args.workers, scheduler=args.scheduler,
-                   log=lambda text: print(text, file=sys.stderr), command=command)
+                   log=lambda text: print(text, file=sys.stderr), command=command,
+                   checkpoint_every=args.checkpoint_every)
     print(f"wrote {out}\n")
     print(summary_table(ds))
     return 0

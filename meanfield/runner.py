@@ -4,7 +4,9 @@ dataset.
 Nothing is written until the study's checks pass (:mod:`meanfield.study`). Every (method, sweep
 point, seed) cell is written to ``<output>.cells/`` as soon as it finishes, under the fingerprint
 of its settings and of the package's source, so an interrupted study resumes without recomputing
-finished cells and never reuses a stale one.
+finished cells and never reuses a stale one. A cell still training is checkpointed there too
+(``<cell>.<fingerprint>.partial``, :mod:`meanfield.checkpoint`), so an interrupted long cell
+continues where its last checkpoint left it.
 """
 
 from __future__ import annotations
@@ -108,10 +110,12 @@ def _set_aside(path):
     return target
 
 
-def _train_cell(study, problem, label, point, index, seed, fingerprint, progress=None):
+def _train_cell(study, problem, label, point, index, seed, fingerprint, checkpoint=None, checkpoint_every=600.0,
+                progress=None):
     """Train one (method, sweep point, seed) cell: its dataset, with the cell's coordinates."""
     method, network = study.method(label, point), study.network(problem, point)
-    ds = train(method, network, problem, study.epochs, seed=seed, progress=progress, record_params=study.record_params)
+    ds = train(method, network, problem, study.epochs, seed=seed, progress=progress, record_params=study.record_params,
+               checkpoint=checkpoint, checkpoint_every=checkpoint_every)
     if "M" in point:  # narrower networks are NaN-padded to the widest, so cells stack
         ds = ds.pad(neuron=(0, max(study.sweep["M"]) - ds.sizes["neuron"]))
     cell_dims = {METHOD_DIM: [label], **{dim: [value] for dim, value in point.items()}, "seed": [index]}
@@ -164,7 +168,8 @@ def _combine(cells, int_dims):
 
 
 def run_study(study: Study, output: str | os.PathLike, progress: bool = True, log: Callable[[str], object] = print,
-              workers: int = 1, scheduler: str | None = None, command: str = "meanfield run") -> xr.Dataset:
+              workers: int = 1, scheduler: str | None = None, command: str = "meanfield run",
+              checkpoint_every: float = 600.0) -> xr.Dataset:
     """Run every (method, sweep point, seed) cell not already on disk; write and return the combined dataset.
 
     Seed i is the same child seed at every sweep point (common random numbers across resolutions), so a
@@ -172,24 +177,43 @@ def run_study(study: Study, output: str | os.PathLike, progress: bool = True, lo
     in that many local processes, and with ``scheduler`` (a dask.distributed address) on that cluster;
     either way each finished cell is written here as soon as it comes back. Nothing is written before
     every check has passed; a second run on the same output refuses while this one runs.
+
+    A cell in training saves a checkpoint beside the cells every ``checkpoint_every`` seconds (0:
+    after every epoch), and a later run continues it from there with the same result; a checkpoint of
+    other settings or code is deleted. Cells sent to a ``scheduler`` are not checkpointed (their
+    workers may not see this file system).
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise StudyError(f"--workers must be an integer >= 1, got {workers!r}")
+    if (isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, (int, float))
+            or not checkpoint_every >= 0):
+        raise StudyError(f"--checkpoint-every must be a number of seconds >= 0, got {checkpoint_every!r}")
     output = check_output(output)
     problem = study.problem()
     study.check_problem(problem)
     cells_dir = Path(f"{output}.cells")
     cells_dir.mkdir(parents=True, exist_ok=True)
     with _output_lock(cells_dir, output):
-        return _run_locked(study, output, cells_dir, problem, progress, log, workers, scheduler, command)
+        return _run_locked(study, output, cells_dir, problem, progress, log, workers, scheduler, command,
+                           checkpoint_every)
 
 
-def _run_locked(study, output, cells_dir, problem, progress, log, workers, scheduler, command):
+def _checkpoint(cells_dir, stem, fingerprint):
+    """The checkpoint path of a pending cell; checkpoints of the same cell under another fingerprint
+    (other settings or code) are deleted. Returns the path and whether a checkpoint is there."""
+    path = cells_dir / f"{stem}.{fingerprint}.partial"
+    for stale in cells_dir.glob(f"{stem}.*.partial*"):
+        if stale.name[len(stem) + 1:].split(".")[0] != fingerprint:
+            stale.unlink()
+    return path, path.exists()
+
+
+def _run_locked(study, output, cells_dir, problem, progress, log, workers, scheduler, command, checkpoint_every):
     from tqdm.auto import tqdm
 
     seeds = np.random.SeedSequence(study.root_seed).spawn(study.seeds)
     fingerprints = {}
-    cells, pending = [], {}
+    cells, pending, resumed = [], {}, 0
     for label, point, i, stem in study.cells():
         key = (label, tuple(point.items()))
         fingerprint = fingerprints.setdefault(key, study.cell_fingerprint(label, point))
@@ -202,9 +226,14 @@ def _run_locked(study, output, cells_dir, problem, progress, log, workers, sched
             log(f"{path} is damaged ({ds}); set aside as {_set_aside(path).name}, recomputing it")
         elif status == "stale":
             log(f"{path} was computed with other settings or another version of the code; recomputing it")
-        pending[path] = (label, point, i, seeds[i], fingerprint)
+        checkpoint, saved = _checkpoint(cells_dir, stem, fingerprint)
+        if scheduler is not None:
+            checkpoint = None
+        resumed += saved and checkpoint is not None
+        pending[path] = (label, point, i, seeds[i], fingerprint, checkpoint, checkpoint_every)
     total = len(cells) + len(pending)
-    log(f"{study.name}: {total} cells, {len(cells)} already computed in {cells_dir}, {len(pending)} to compute")
+    log(f"{study.name}: {total} cells, {len(cells)} already computed in {cells_dir}, {len(pending)} to compute"
+        + (f" ({resumed} of them continue from a checkpoint)" if resumed else ""))
     bar = tqdm(total=len(pending) * study.epochs, disable=not progress, desc=study.name, unit="epoch",
                postfix={"cached": len(cells)})
     try:

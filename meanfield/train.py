@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable
@@ -12,8 +14,9 @@ import array_api_compat
 import numpy as np
 
 from meanfield._array import namespace, to_numpy
-from meanfield._validate import check_int
+from meanfield._validate import check_float, check_int
 from meanfield.backend import child_sequence, synchronize
+from meanfield.checkpoint import load_checkpoint, remove_checkpoint, save_checkpoint
 from meanfield.schema import apply_schema, component_labels
 
 if TYPE_CHECKING:  # annotations only: importing them here would load xarray with the package
@@ -51,6 +54,28 @@ def _state_bytes(state):
     return int(sum(getattr(v, "nbytes", 0) for v in vars(state).values()))
 
 
+def _settings(obj):
+    """The public settings of a method or network, as text (objects without a repr by their type)."""
+    out = {}
+    for name, value in sorted(vars(obj).items()):
+        if not name.startswith("_"):
+            text = repr(value)
+            out[name] = type(value).__qualname__ if " at 0x" in text else text
+    return out
+
+
+def _run_identity(method, network, problem, epochs, seed, record_params):
+    """What a checkpoint must match to continue a run: the settings, the data and the seed."""
+    data = hashlib.sha256()
+    for array in (problem.x_train, problem.y_train, problem.x_test, problem.y_test):
+        data.update(np.ascontiguousarray(array).tobytes())
+    if isinstance(seed, np.random.SeedSequence):
+        seed = (repr(seed.entropy), seed.spawn_key, seed.pool_size)
+    return {"method": (type(method).__qualname__, _settings(method)), "network": _settings(network),
+            "problem": (problem.name, data.hexdigest()), "epochs": epochs, "seed": seed,
+            "record_params": record_params}
+
+
 def check_schedule_range(method: Method, epochs: int, iterations_per_epoch: int | None = None) -> None:
     """Refuse an alpha schedule that leaves the finite numbers within ``epochs`` (schedules are monotone).
 
@@ -70,7 +95,8 @@ def check_schedule_range(method: Method, epochs: int, iterations_per_epoch: int 
 
 def train(method: Method, network: TwoLayerNetwork, problem: Problem, epochs: int,
           seed: int | np.random.SeedSequence = 0, progress: Callable[[], object] | None = None,
-          record_params: bool = False) -> xr.Dataset:
+          record_params: bool = False, checkpoint: str | os.PathLike | None = None,
+          checkpoint_every: float = 600.0) -> xr.Dataset:
     """Train ``method`` for ``epochs`` epochs of ``S // batch_size`` iterations.
 
     Epoch 0 holds the initial state; epoch e >= 1 the state after e epochs. A non-finite training
@@ -96,6 +122,15 @@ def train(method: Method, network: TwoLayerNetwork, problem: Problem, epochs: in
     record_params : bool
         Also record the reported network at every epoch, ``reported_params`` (epoch, [task,] neuron,
         component): what convergence studies compare across N and M.
+    checkpoint : path, optional
+        A file in which the unfinished run is saved at the end of an epoch, at most every
+        ``checkpoint_every`` seconds (:mod:`meanfield.checkpoint`). If the file exists when the
+        run starts, the run continues from it: the result is bit for bit that of a run never
+        stopped (the wall times aside). The file is removed when the run returns. A file saved by
+        a run with other settings, data, epochs or seed raises
+        :class:`~meanfield.checkpoint.CheckpointMismatch`.
+    checkpoint_every : float
+        Seconds >= 0 of wall time between two saves; 0 saves after every epoch.
 
     Returns
     -------
@@ -115,16 +150,22 @@ def train(method: Method, network: TwoLayerNetwork, problem: Problem, epochs: in
         raise ValueError(f"method {method.name!r} cannot train a {'multi' if multi else 'single'}-task problem")
     if multi:
         method.check_tasks(n_tasks)
+    checkpoint_every = check_float("checkpoint_every", checkpoint_every, low=0)
+    identity = _run_identity(method, network, problem, epochs, seed, record_params) if checkpoint is not None else None
+    saved = load_checkpoint(checkpoint, identity) if checkpoint is not None else None
     init_rng, batch_rng, noise_rng = random_streams(seed)
     init_rng, noise_rng = network.generator(init_rng), network.generator(noise_rng)
-    try:
-        with np.errstate(over="ignore", invalid="ignore"):
-            state = method.init(network, init_rng)
-    except FloatingPointError as err:  # e.g. an initial barycenter of overflowing atoms
-        warnings.warn(f"{method.name} (seed {seed}) diverged at initialisation: {err}; nothing to record",
-                      RuntimeWarning, stacklevel=2)
-        return _dataset(network, problem, epochs, n_batches, n_tasks, record=None, final=None,
-                        diverged=0, state_bytes=0, params=_no_params(network, epochs, n_tasks, record_params))
+    if saved is not None:
+        state, batch_rng, noise_rng = saved["state"], saved["batch_rng"], saved["noise_rng"]
+    else:
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):
+                state = method.init(network, init_rng)
+        except FloatingPointError as err:  # e.g. an initial barycenter of overflowing atoms
+            warnings.warn(f"{method.name} (seed {seed}) diverged at initialisation: {err}; nothing to record",
+                          RuntimeWarning, stacklevel=2)
+            return _dataset(network, problem, epochs, n_batches, n_tasks, record=None, final=None,
+                            diverged=0, state_bytes=0, params=_no_params(network, epochs, n_tasks, record_params))
     xp = namespace(state.theta)
     classify = problem.loss == "cross_entropy"
     # the data moves to the particles' device once, inputs and regression targets in their floating type
@@ -176,14 +217,19 @@ def train(method: Method, network: TwoLayerNetwork, problem: Problem, epochs: in
     def reported():
         return to_numpy(per_task(method.reported_params(state)))
 
-    final = reported()
     alpha_of = method.alpha if method.alpha is not None else (lambda epoch: np.nan)
-    with np.errstate(over="ignore", invalid="ignore"):
-        if not evaluate(0, alpha_of(0)):
-            diverged = 0
-            warnings.warn(f"{method.name} (seed {seed}) diverged at initialisation: training risk "
-                          f"{record['train_risk'][0]}; not trained", RuntimeWarning, stacklevel=2)
-    for epoch in range(epochs if diverged < 0 else 0):
+    first = 0
+    if saved is not None:
+        first, record, params, final, elapsed = (saved[k] for k in ("epoch", "record", "params", "final", "elapsed"))
+    else:
+        final = reported()
+        with np.errstate(over="ignore", invalid="ignore"):
+            if not evaluate(0, alpha_of(0)):
+                diverged = 0
+                warnings.warn(f"{method.name} (seed {seed}) diverged at initialisation: training risk "
+                              f"{record['train_risk'][0]}; not trained", RuntimeWarning, stacklevel=2)
+    last_save = time.monotonic()
+    for epoch in range(first, epochs if diverged < 0 else first):
         alpha = alpha_of(epoch)
         order = xp.asarray(batch_rng.permutation(problem.n_train), device=on["device"])
         start = time.perf_counter()
@@ -208,11 +254,18 @@ def train(method: Method, network: TwoLayerNetwork, problem: Problem, epochs: in
                           f"stopped, epochs 0..{epoch} are kept", RuntimeWarning, stacklevel=2)
             break
         final = reported()
+        if checkpoint is not None and epoch + 1 < epochs and time.monotonic() - last_save >= checkpoint_every:
+            save_checkpoint(checkpoint, identity, {"epoch": epoch + 1, "state": state, "batch_rng": batch_rng,
+                                                   "noise_rng": noise_rng, "record": record, "params": params,
+                                                   "final": final, "elapsed": elapsed})
+            last_save = time.monotonic()
         if progress is not None:
             progress()
 
-    return _dataset(network, problem, epochs, n_batches, n_tasks, record, final, diverged,
-                    _state_bytes(state), params)
+    ds = _dataset(network, problem, epochs, n_batches, n_tasks, record, final, diverged, _state_bytes(state), params)
+    if checkpoint is not None:
+        remove_checkpoint(checkpoint)
+    return ds
 
 
 def _no_params(network, epochs, n_tasks, record_params):
