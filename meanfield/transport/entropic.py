@@ -58,6 +58,14 @@ def sinkhorn(xp, cost, eps, f, g, max_iter, tol):
     B, M, K = cost.shape
     e = eps[:, None]
     e3 = eps[:, None, None]
+    # The plan depends on f + g only. Warm starts passed from solve to solve pick up a common offset
+    # (the scaling steps do not preserve it), and over hundreds of OT-CBO steps f and g grow to
+    # thousands of eps of opposite signs: the semi-dual mean(f) + mean(g) then cancels to fewer
+    # digits than Newton's line search needs, and the plans stall short of ``tol``.
+    offset = xp.mean(g, axis=1, keepdims=True)
+    g = g - offset
+    if f is not None:
+        f = f + offset
     if f is None:
         # From g alone: rows made exact by f(g), then columns by one log-domain update of g, so
         # that the row error checked below measures how far the start is (with exact rows it
