@@ -115,7 +115,7 @@ def describe(ds):
             lines.append(f"{dim}: {', '.join(str(int(v)) for v in ds[dim].values)}")
     keys = ("meanfield_version", "source_fingerprint", "history", "python_version", "numpy_version",
             "scipy_version", "xarray_version", "numba_version", "pot_version", "torch_version", "blas",
-            "cuda_device")
+            "cpu", "numpy_simd", "blas_core", "numba_cpu", "cell_processors", "cuda_device")
     lines += [f"{key}: {attrs[key]}" for key in keys if key in attrs]
     if "parameters_json" in attrs:
         params = json.loads(attrs["parameters_json"])

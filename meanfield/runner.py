@@ -12,6 +12,7 @@ continues where its last checkpoint left it.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import time
@@ -30,6 +31,7 @@ from meanfield.schema import (
     apply_schema,
     global_attrs,
     open_dataset,
+    processor,
     write_dataset,
 )
 from meanfield.study import Study, StudyError, source_fingerprint
@@ -116,11 +118,10 @@ def _train_cell(study, problem, label, point, index, seed, fingerprint, checkpoi
     method, network = study.method(label, point), study.network(problem, point)
     ds = train(method, network, problem, study.epochs, seed=seed, progress=progress, record_params=study.record_params,
                checkpoint=checkpoint, checkpoint_every=checkpoint_every)
-    if "M" in point:  # narrower networks are NaN-padded to the widest, so cells stack
-        ds = ds.pad(neuron=(0, max(study.sweep["M"]) - ds.sizes["neuron"]))
     cell_dims = {METHOD_DIM: [label], **{dim: [value] for dim, value in point.items()}, "seed": [index]}
     ds = ds.expand_dims(cell_dims)
     ds.attrs["fingerprint"] = fingerprint
+    ds.attrs["processor"] = json.dumps(processor(), sort_keys=True)  # of the worker that trained it
     return ds
 
 
@@ -145,9 +146,17 @@ def _dask_client(workers, scheduler):
 
 def _combine(cells, int_dims):
     """One dataset from the cells: the union of their variables (a float variable a method does not
-    record is NaN there, an integer counter -1), then the schema's attributes and dtypes."""
+    record is NaN there, an integer counter -1), then the schema's attributes and dtypes.
+
+    Narrower networks are NaN-padded here to the widest among the cells, so that they stack; padding
+    a cell when it is trained would make it depend on the sweep it ran under, which its fingerprint
+    does not hold, and cells of a narrower sweep could then not join those of a wider one.
+    """
     import xarray as xr
 
+    widest = max((ds.sizes["neuron"] for ds in cells if "neuron" in ds.dims), default=0)
+    cells = [ds.pad(neuron=(0, widest - ds.sizes["neuron"])) if ds.sizes.get("neuron", widest) < widest else ds
+             for ds in cells]
     union = {}
     for ds in cells:
         for name, var in ds.data_vars.items():
@@ -275,8 +284,29 @@ def _run_locked(study, output, cells_dir, problem, progress, log, workers, sched
     source = f"meanfield {__version__} (source fingerprint {source_fingerprint()})"
     combined.attrs = {**global_attrs(f"meanfield study {study.name}", command, source), **study.attrs(),
                       "iterations_per_epoch": int(cells[0].attrs["iterations_per_epoch"])}
+    combined.attrs.update(_cell_processors(cells, log))
     write_dataset(combined, output)
     return combined
+
+
+def _cell_processors(cells, log):
+    """The processor attributes of a study's dataset: those of the workers that trained its cells. Cells
+    trained on different kinds of processor (a cluster, a study resumed on another machine) round
+    differently; that is recorded in ``cell_processors`` (each processor with its number of cells) and
+    said, not refused: each cell is a valid run."""
+    counts = {}
+    for ds in cells:
+        key = ds.attrs.get("processor", "null")
+        counts[key] = counts.get(key, 0) + 1
+    if len(counts) == 1:
+        only = json.loads(next(iter(counts)))
+        return only if only is not None else {}
+    mixed = [{"processor": json.loads(key), "cells": n} for key, n in counts.items()]
+    log(f"warning: the cells were trained on {len(counts)} kinds of processor, which round differently "
+        f"(the attribute cell_processors): " + "; ".join(
+            f"{n} on {'an unrecorded one' if p is None else p['cpu'] + ' (' + p['numpy_simd'] + ')'}"
+            for p, n in ((json.loads(key), n) for key, n in counts.items())))
+    return {**{key: "several; see cell_processors" for key in processor()}, "cell_processors": json.dumps(mixed)}
 
 
 def dry_run(study: Study, output: str | os.PathLike, time_steps: bool = True) -> str:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["DIMENSIONS", "VARIABLES", "Variable", "METHOD_DIM", "component_labels", "apply_schema",
-           "global_attrs", "environment", "FIGURES", "open_dataset", "write_dataset", "ResultFileError"]
+           "global_attrs", "environment", "processor", "FIGURES", "open_dataset", "write_dataset", "ResultFileError"]
 
 METHOD_DIM = "method_label"
 LEGACY_METHOD_DIM = "method"
@@ -155,14 +155,46 @@ def apply_schema(ds):
     return ds
 
 
+def processor():
+    """What of the processor changes the rounding, as string attributes: its name, the SIMD loops numpy
+    dispatches to, the kernels OpenBLAS chose and the CPU numba compiles for.
+
+    The same versions round differently on processors with and without AVX-512 (numpy's ``exp`` and
+    ``log``, OpenBLAS's matrix kernels, numba's code), so a run is reproducible bit for bit only on
+    the same kind of processor, and cells computed on different kinds should be known as such.
+    """
+    out = {"cpu": platform.processor() or platform.machine()}
+    try:
+        with open("/proc/cpuinfo") as fh:
+            out["cpu"] = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    try:
+        from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+        out["numpy_simd"] = " ".join(f for f in __cpu_dispatch__ if __cpu_features__.get(f)) or "baseline"
+    except ImportError:  # numpy's private module; where it moves, the rest is still worth recording
+        out["numpy_simd"] = "unknown"
+    from threadpoolctl import threadpool_info
+
+    cores = sorted({str(lib.get("architecture")) for lib in threadpool_info() if lib.get("user_api") == "blas"})
+    out["blas_core"] = " ".join(cores) or "unknown"
+    try:
+        import llvmlite.binding
+        from numba.core import config
+        out["numba_cpu"] = config.CPU_NAME or llvmlite.binding.get_host_cpu_name()
+    except ImportError:
+        out["numba_cpu"] = "not installed"
+    return out
+
+
 def environment():
-    """Versions of Python, the numerical libraries and the BLAS that numpy uses, as string attributes
-    (and the GPU's name where a run used torch with CUDA)."""
+    """Versions of Python, the numerical libraries and the BLAS that numpy uses, and the
+    :func:`processor`, as string attributes (and the GPU's name where a run used torch with CUDA)."""
     import importlib.metadata
 
     import numpy as np
 
-    out = {"python_version": platform.python_version(), "platform": platform.platform()}
+    out = {"python_version": platform.python_version(), "platform": platform.platform(), **processor()}
     for package in ("numpy", "scipy", "xarray", "numba", "pot", "h5netcdf", "h5py", "torch"):
         try:
             out[f"{package}_version"] = importlib.metadata.version(package)

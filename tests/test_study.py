@@ -1,5 +1,6 @@
 """Study files and the command line, end to end on a tiny study."""
 
+import json
 import os
 import textwrap
 import warnings
@@ -10,7 +11,7 @@ import xarray as xr
 
 from meanfield import __version__
 from meanfield.cli import main
-from meanfield.schema import open_dataset
+from meanfield.schema import open_dataset, processor, write_dataset
 from meanfield.study import Study, StudyError, load_study
 
 TINY = textwrap.dedent("""
@@ -172,10 +173,6 @@ def test_sweep_over_width_and_particles(study_file, tmp_path):
     assert "cbo M=4 N=5" in (figs / "sweep_summary.md").read_text()
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "known bug: a cell is padded to the widest M of the sweep it ran under, which its fingerprint does not "
-    "hold, so cells of a narrower sweep are reused and cannot combine; the fix (pad when combining) changes "
-    "the runner's source and so every cell's fingerprint, and waits for the full otcbo_square cells"))
 def test_cells_of_a_narrower_sweep_combine_with_those_of_the_full_sweep(study_file, tmp_path):
     text = TINY.replace("[quick]", "[sweep]\nn_neurons = [2, 4, 6]\n\n[quick]")
     study_file.write_text(text.replace("[methods.adam]\nmethod = \"adam\"\nlr = 0.05\nbatch_size = 40\n", ""))
@@ -185,6 +182,33 @@ def test_cells_of_a_narrower_sweep_combine_with_those_of_the_full_sweep(study_fi
     ds = open_dataset(out)
     assert list(ds.M.values) == [2, 4, 6] and ds.sizes["neuron"] == 6
     assert np.isnan(ds.final_params.sel({"method_label": "cbo", "M": 2})[..., 2:, :]).all()
+
+
+def test_the_dataset_records_the_processor_that_trained_its_cells(study_file, tmp_path):
+    out = tmp_path / "run.nc"
+    assert main(["run", str(study_file), "--out", str(out), "--no-progress"]) == 0
+    ds = open_dataset(out)
+    assert {key: ds.attrs[key] for key in processor()} == processor()
+    assert "cell_processors" not in ds.attrs
+    assert all(ds.attrs[key] not in ("", "unknown") for key in ("cpu", "numpy_simd", "blas_core", "numba_cpu"))
+
+
+def test_cells_trained_on_another_processor_are_combined_and_said(study_file, tmp_path, capsys):
+    out = tmp_path / "run.nc"
+    assert main(["run", str(study_file), "--out", str(out), "--no-progress"]) == 0
+    cells = sorted((tmp_path / "run.nc.cells").glob("*.nc"))
+    elsewhere = open_dataset(cells[0])  # as if resumed on a machine without AVX-512
+    elsewhere.attrs["processor"] = json.dumps({**processor(), "numpy_simd": "X86_V3"}, sort_keys=True)
+    write_dataset(elsewhere, cells[0])
+    capsys.readouterr()
+    assert main(["run", str(study_file), "--out", str(out), "--no-progress"]) == 0
+    said = "".join(capsys.readouterr())
+    assert "0 to compute" in said and "trained on 2 kinds of processor" in said and "1 on" in said
+    ds = open_dataset(out)
+    mixed = json.loads(ds.attrs["cell_processors"])
+    assert sorted(entry["cells"] for entry in mixed) == [1, len(cells) - 1]
+    assert {entry["processor"]["numpy_simd"] for entry in mixed} == {"X86_V3", processor()["numpy_simd"]}
+    assert ds.attrs["numpy_simd"] == "several; see cell_processors"
 
 
 def test_bad_sweep_is_rejected(study_file):
