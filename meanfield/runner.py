@@ -298,14 +298,14 @@ def _cell_processors(cells, log):
     for ds in cells:
         key = ds.attrs.get("processor", "null")
         counts[key] = counts.get(key, 0) + 1
-    if len(counts) == 1:
-        only = json.loads(next(iter(counts)))
-        return only if only is not None else {}
     mixed = [{"processor": json.loads(key), "cells": n} for key, n in counts.items()]
-    log(f"warning: the cells were trained on {len(counts)} kinds of processor, which round differently "
-        f"(the attribute cell_processors): " + "; ".join(
-            f"{n} on {'an unrecorded one' if p is None else p['cpu'] + ' (' + p['numpy_simd'] + ')'}"
-            for p, n in ((json.loads(key), n) for key, n in counts.items())))
+    if len(mixed) == 1:
+        return mixed[0]["processor"] or {}
+    log(f"warning: the cells were trained on {len(mixed)} kinds of processor, which round differently "
+        "(the attribute cell_processors): " + "; ".join(
+            f"{entry['cells']} on " + ("an unrecorded one" if entry["processor"] is None
+                                      else f"{entry['processor']['cpu']} ({entry['processor']['numpy_simd']})")
+            for entry in mixed))
     return {**{key: "several; see cell_processors" for key in processor()}, "cell_processors": json.dumps(mixed)}
 
 
