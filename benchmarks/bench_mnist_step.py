@@ -11,6 +11,11 @@ dtype and BLAS thread count, is the ``gemm`` column. The hybrid's gradient needs
 the same size (the first-layer gradient), so its bound is two. Everything else of an iteration
 (second layer, loss, Gibbs weights, consensus, normal draws, update) is the overhead the ratio shows.
 
+A second floor: a CBO iteration also draws one standard normal per coordinate of every particle,
+N M (d + 1 + C) of them (float64 draws, rounded for float32 particles, as
+:class:`meanfield.noise.NormalDraws` makes them), timed here as the ``draws`` column; the last column
+is the iteration against GEMM + draws, what is left for everything else.
+
 What is timed: the minimum over ``--repeats`` of the CPU time of this process for one call, after a
 warm-up; CBO (``CBO.step``), hybrid CBO-Adam (gamma = 0.7) and Adam on one network, in float64 and
 float32 (``TwoLayerNetwork(dtype=...)``), with the study's ``block_elements``. BLAS runs on one
@@ -34,6 +39,7 @@ from meanfield.adam import Adam  # noqa: E402
 from meanfield.cbo import CBO  # noqa: E402
 from meanfield.hybrid import HybridCBOAdam  # noqa: E402
 from meanfield.network import TwoLayerNetwork  # noqa: E402
+from meanfield.noise import NormalDraws  # noqa: E402
 
 
 def best_time(fn, repeats):
@@ -58,14 +64,18 @@ def main(argv=None):
           f"S' = {s}, d = {d}, C = 10; minimum CPU time of {repeats}")
     rng = np.random.default_rng(0)
     x, labels = rng.uniform(0, 1, size=(s, d)), rng.integers(0, 10, size=s)
-    print("| dtype | gemm (s) | CBO (s) | CBO / gemm | hybrid (s) | hybrid / 2 gemm | Adam, 1 network (s) |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| dtype | gemm (s) | draws (s) | CBO (s) | CBO / gemm | CBO / (gemm + draws) | hybrid (s) | "
+          "hybrid / 2 gemm | Adam, 1 network (s) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for dtype in ("float64", "float32"):
         net = TwoLayerNetwork(d, 10, m, loss="cross_entropy", block_elements=4194304, dtype=dtype)
         inputs = x.astype(dtype)  # as train() casts the data once
         x_aug = np.concatenate([x, np.ones((s, 1))], axis=1).astype(dtype)
         weights = rng.uniform(-1, 1, size=(d + 1, n * m)).astype(dtype)
         t_gemm = best_time(lambda: x_aug @ weights, repeats)
+        particles = np.zeros((n, m, d + 1 + 10), dtype=dtype)
+        draw, draw_rng = NormalDraws(), np.random.default_rng(3)
+        t_draws = best_time(lambda: draw(draw_rng, particles), repeats)
         times = {}
         for method in (CBO(n_particles=n, sigma_squared=1.4, alpha=1e5, batch_size=s),
                        HybridCBOAdam(gamma=0.7, n_particles=n, sigma_squared=1.2, alpha=1e4, batch_size=s),
@@ -78,8 +88,8 @@ def main(argv=None):
                 state = method.step(state, net, inputs, labels, 0, noise)
 
             times[method.name] = best_time(step, repeats)
-        print(f"| {dtype} | {t_gemm:.3f} | {times['cbo']:.3f} | {times['cbo'] / t_gemm:.2f}x | "
-              f"{times['hybrid']:.3f} | {times['hybrid'] / (2 * t_gemm):.2f}x | {times['adam']:.4f} |")
+        print(f"| {dtype} | {t_gemm:.3f} | {t_draws:.3f} | {times['cbo']:.3f} | {times['cbo'] / t_gemm:.2f}x | "
+              f"{times['cbo'] / (t_gemm + t_draws):.2f}x | {times['hybrid']:.3f} | {times['hybrid'] / (2 * t_gemm):.2f}x | {times['adam']:.4f} |")
     print("targets: CBO / gemm <= 1.5 in float32")
 
 

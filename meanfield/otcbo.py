@@ -18,6 +18,7 @@ multiplicative extension :math:`\mathcal{N} = (x - T(x)) \odot \xi`, which vanis
 import math
 import time
 from dataclasses import dataclass
+from functools import partial
 from types import SimpleNamespace
 from typing import Any
 
@@ -41,18 +42,34 @@ class OTCBOState:
     the last step; w2 (N,): W2^2 of the particles entering that step to it; weights (N,).
     warm_start: the last BarycenterResult (one per task for multi-task), whose assignments and
     potentials (exact) or entropic potentials (Sinkhorn) start the next step's solver; a cache,
-    not part of the dynamics (Sinkhorn's iterates depend on it within ``sinkhorn_tol``)."""
+    not part of the dynamics (Sinkhorn's iterates depend on it within ``sinkhorn_tol``).
+
+    ``w2`` is a diagnostic, read once per recorded epoch: where it costs a solve of its own (the
+    exact W2 to an entropic barycenter, N assignment problems), the step stores the call that
+    computes it, and the first read makes it."""
 
     theta: Any
     risks: Any = None
     consensus: Any = None
     weights: Any = None
-    w2: Any = None
+    _w2: Any = None
     iteration: int = 0
     barycenter_iterations: int = 0
     barycenter_time: float = 0.0
     barycenter_unconverged: int = 0
     warm_start: Any = None
+
+    @property
+    def w2(self):
+        if callable(self._w2):
+            self._w2 = self._w2()
+        return self._w2
+
+
+def _stacked_w2(per_task):
+    """W2^2 of every particle to every task's barycenter, (N, P), from P arrays (N,) or deferred calls."""
+    per_task = [w2() if callable(w2) else w2 for w2 in per_task]
+    return namespace(per_task[0]).stack(per_task, axis=1)
 
 
 class OTCBO(ConsensusMethod):
@@ -139,12 +156,13 @@ class OTCBO(ConsensusMethod):
         start = time.perf_counter()
         result = self.solver.solve(theta, weights, init, warm_start=warm_start)
         elapsed = time.perf_counter() - start
-        # exact maps are optimal for the final support, so they give W2^2 directly; entropic maps do not
+        # exact maps are optimal for the final support, so they give W2^2 directly; entropic maps do
+        # not, and the exact W2^2 to the support is left to the first read (OTCBOState.w2)
         if self.barycenter == "exact":
             xp = namespace(theta)
             w2 = xp.mean(xp.sum((theta - result.maps) ** 2, axis=-1), axis=-1)
         else:
-            w2 = w2_squared(theta, result.support, workers=self.barycenter_workers)
+            w2 = partial(w2_squared, theta, result.support, workers=self.barycenter_workers)
         return result, w2, elapsed
 
     def init(self, network, rng):
@@ -236,7 +254,8 @@ class MultiTaskOTCBO(OTCBO):
             targets = xp.where(own[:, None, None], result.maps, targets)
             w2.append(w2_p)
             step.seconds += seconds
-        step.supports, step.w2, step.results = xp.stack(supports), xp.stack(w2, axis=1), tuple(results)
+        step.w2 = partial(_stacked_w2, w2) if any(map(callable, w2)) else _stacked_w2(w2)
+        step.supports, step.results = xp.stack(supports), tuple(results)
         return targets
 
     def advance(self, state, theta, step):
