@@ -89,7 +89,8 @@ def main(argv=None):
 
             times[method.name] = best_time(step, repeats)
         print(f"| {dtype} | {t_gemm:.3f} | {t_draws:.3f} | {times['cbo']:.3f} | {times['cbo'] / t_gemm:.2f}x | "
-              f"{times['cbo'] / (t_gemm + t_draws):.2f}x | {times['hybrid']:.3f} | {times['hybrid'] / (2 * t_gemm):.2f}x | {times['adam']:.4f} |")
+              f"{times['cbo'] / (t_gemm + t_draws):.2f}x | {times['hybrid']:.3f} | "
+              f"{times['hybrid'] / (2 * t_gemm):.2f}x | {times['adam']:.4f} |")
     print("targets: CBO / gemm <= 1.5 in float32")
 
 

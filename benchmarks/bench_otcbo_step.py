@@ -40,6 +40,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import copy  # noqa: E402
+import dataclasses  # noqa: E402
 import importlib.metadata  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
@@ -52,7 +53,7 @@ import meanfield  # noqa: E402
 from meanfield._array import keep_freed_memory  # noqa: E402
 from meanfield.cbo import CBO, CBOState  # noqa: E402
 from meanfield.network import TwoLayerNetwork  # noqa: E402
-from meanfield.otcbo import OTCBO, OTCBOState  # noqa: E402
+from meanfield.otcbo import OTCBO  # noqa: E402
 from meanfield.problems import square  # noqa: E402
 
 DT, LAMBDA, SIGMA_SQUARED, ALPHA, INIT_SCALE = 0.1, 1.0, 1.2, 1e4, 2.0
@@ -110,7 +111,7 @@ def time_width(m, args, evaluations, solvers):
         for e in evaluations:
             state = copy.deepcopy(start)
             if solver == "sinkhorn":  # no exact result to warm-start the entropic solver
-                state = OTCBOState(state.theta, consensus=state.consensus, weights=state.weights, w2=state.w2)
+                state = dataclasses.replace(state, warm_start=None)
             rows[solver, e] = (cbo_runs[e], Run(methods[solver], networks[e], state, args.seed))
     runs = list(cbo_runs.values()) + [pair[1] for pair in rows.values()]
     batches = np.random.default_rng([args.seed, m, 1])
