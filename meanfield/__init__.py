@@ -5,7 +5,7 @@ here imports xarray, matplotlib or numba, so that the command line answers at on
 assignment solver is compiled, is imported on first use of ``meanfield.OTCBO``.
 """
 
-__version__ = "0.5.1"
+__version__ = "0.5.2"
 
 from meanfield.adam import Adam
 from meanfield.cbo import CBO
