@@ -10,6 +10,8 @@ with d the analytic gradient of the minibatch risk and k the iteration count (fr
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from meanfield._array import namespace
 from meanfield._validate import check_float, check_int
 
@@ -26,11 +28,22 @@ def adam_direction(grad, s, r, k, beta1, beta2, eps):
     >>> d    # the first Adam step is sign(grad)
     array([1.])
     """
+    if _compiled(grad, s, r):
+        from meanfield.kernels import adam_moments
+
+        return adam_moments(grad, s, r, k, beta1, beta2, eps)
     xp = namespace(grad)
     s = beta1 * s + (1.0 - beta1) * grad
     r = beta2 * r + (1.0 - beta2) * grad * grad
     direction = (s / (1.0 - beta1**k)) / (xp.sqrt(r / (1.0 - beta2**k)) + eps)
     return s, r, direction
+
+
+def _compiled(*arrays):
+    """numpy arrays of one shape and one floating dtype, C-contiguous: the compiled kernel applies."""
+    first = arrays[0]
+    return all(isinstance(a, np.ndarray) and a.dtype == first.dtype and a.shape == first.shape
+               and a.flags.c_contiguous for a in arrays) and first.dtype in (np.float32, np.float64)
 
 
 @dataclass

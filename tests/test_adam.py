@@ -73,3 +73,37 @@ def test_a_non_finite_initial_state_is_a_divergence_at_epoch_0():
 def test_a_negative_seed_names_the_parameter():
     with pytest.raises(ValueError, match="seed must be >= 0, got -1"):
         train(Adam(batch_size=50), TwoLayerNetwork(1, 1, 5), sine(n_train=100, n_test=20), 1, seed=-1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_moments_are_bit_for_bit_the_array_expression(dtype):
+    """The compiled pass rounds every operation as numpy's expression does, at any scale and step."""
+    from meanfield.kernels import adam_moments
+
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        shape = (int(rng.integers(1, 40)), int(rng.integers(1, 20)), 3)
+        scale = 10.0 ** rng.uniform(-20, 10)
+        grad, s = ((rng.standard_normal(shape) * scale).astype(dtype) for _ in range(2))
+        r = (rng.uniform(0, 1, shape) * scale**2).astype(dtype)
+        k, b1, b2 = int(rng.integers(1, 2000)), rng.uniform(0.5, 0.99), rng.uniform(0.9, 0.9999)
+        eps = 10.0 ** rng.uniform(-12, -4)
+        s_ref = b1 * s + (1.0 - b1) * grad
+        r_ref = b2 * r + (1.0 - b2) * grad * grad
+        direction_ref = (s_ref / (1.0 - b1**k)) / (np.sqrt(r_ref / (1.0 - b2**k)) + eps)
+        for got, want in zip(adam_moments(grad, s, r, k, b1, b2, eps), (s_ref, r_ref, direction_ref)):
+            assert got.dtype == want.dtype == dtype
+            np.testing.assert_array_equal(got, want)
+
+
+def test_adam_direction_takes_the_expression_where_the_kernel_does_not_apply():
+    """Strided or mixed-dtype arrays go through the array expression, with the same numbers."""
+    rng = np.random.default_rng(6)
+    grad, s, r = rng.standard_normal((3, 8, 6))
+    r = np.abs(r)
+    whole = adam_direction(grad, s, r, 3, 0.9, 0.999, 1e-8)
+    strided = adam_direction(grad[:, ::2], s[:, ::2], r[:, ::2], 3, 0.9, 0.999, 1e-8)
+    for a, b in zip(whole, strided):
+        np.testing.assert_array_equal(a[:, ::2], b)
+    mixed = adam_direction(grad.astype(np.float32), s, r, 3, 0.9, 0.999, 1e-8)
+    assert all(a.dtype == np.float64 for a in mixed)
