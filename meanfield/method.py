@@ -101,6 +101,11 @@ def consensus_update(theta, targets, dt, drift_rate, sigma, noise, xi):
     array([[1.8],
            [3.6]])
     """
+    if type(noise) is AnisotropicNoise and _numpy_alike(theta, targets, xi) and targets.shape in (
+            theta.shape, theta.shape[1:]):
+        from meanfield.kernels import anisotropic_update
+
+        return anisotropic_update(theta, targets, xi, drift_rate * dt, sigma * math.sqrt(dt))
     diff = theta - targets
     if not (isinstance(diff, np.ndarray) and isinstance(xi, np.ndarray) and xi.dtype == diff.dtype
             and type(noise) in _IN_PLACE):
@@ -115,6 +120,13 @@ def consensus_update(theta, targets, dt, drift_rate, sigma, noise, xi):
 
 
 _IN_PLACE = (AnisotropicNoise, IsotropicNoise, AdditiveNoise)
+
+
+def _numpy_alike(*arrays):
+    """C-contiguous numpy arrays of one floating dtype: what the compiled kernels take."""
+    dtype = arrays[0].dtype if isinstance(arrays[0], np.ndarray) else None
+    return dtype in (np.float32, np.float64) and all(
+        isinstance(a, np.ndarray) and a.dtype == dtype and a.flags.c_contiguous for a in arrays)
 
 
 class ConsensusMethod:

@@ -201,6 +201,24 @@ def test_the_in_place_update_is_the_plain_expression_bit_for_bit(noise):
     assert_array_equal(theta, before)  # only xi is scratch
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_compiled_anisotropic_update_is_the_plain_expression_bit_for_bit(dtype):
+    """The compiled pass (numpy arrays of one dtype) against the expression, evaluated in that dtype,
+    at random scales, with one consensus point or one target per particle."""
+    rng = np.random.default_rng(10)
+    for trial in range(20):
+        shape = (int(rng.integers(1, 30)), int(rng.integers(1, 20)), 3)
+        scale = 10.0 ** rng.uniform(-10, 10)
+        theta, xi = ((rng.standard_normal(shape) * scale).astype(dtype) for _ in range(2))
+        targets = (rng.standard_normal(shape if trial % 2 else shape[1:]) * scale).astype(dtype)
+        dt, drift_rate, sigma = rng.uniform(0.01, 1), rng.uniform(0.1, 2), rng.uniform(0, 3)
+        diff = theta - targets
+        expected = theta - (drift_rate * dt) * diff + (sigma * math.sqrt(dt)) * (diff * xi)
+        got = consensus_update(theta, targets, dt, drift_rate, sigma, AnisotropicNoise(), xi)
+        assert got.dtype == expected.dtype == dtype
+        assert_array_equal(got, expected)
+
+
 def test_a_user_noise_of_two_arguments_still_works():
     rng = np.random.default_rng(9)
     theta, v, xi = rng.normal(size=(4, 2)), rng.normal(size=2), rng.normal(size=(4, 2))
