@@ -1,4 +1,4 @@
-"""Compiled kernels that serve every network, whatever its number of inputs (numba).
+"""Compiled kernels (numba) shared by the networks, whatever their number of inputs, and the methods.
 
 Imported on first use, so that ``import meanfield`` loads no numba.
 """
@@ -71,8 +71,7 @@ def adam_moments(grad, s, r, k, beta1, beta2, eps):
     :math:`s' = \beta_1 s + (1 - \beta_1) g`, :math:`r' = \beta_2 r + (1 - \beta_2) g \odot g` and
     :math:`(s' / (1 - \beta_1^k)) / (\sqrt{r' / (1 - \beta_2^k)} + \delta)`, each operation rounded in the
     arrays' dtype in the order of :func:`meanfield.adam.adam_direction`'s expression, so the results are
-    bit for bit that expression's (its eight passes over the parameters cost a whole hybrid step's
-    consensus update at MNIST size).
+    bit for bit that expression's (one pass over the parameters instead of eight).
 
     ``grad``, ``s``, ``r``: C-contiguous numpy arrays of one shape and one floating dtype. Returns new
     arrays (s', r', direction).
@@ -110,7 +109,7 @@ def anisotropic_update(theta, targets, xi, drift, noise):
     :math:`\theta \leftarrow (\theta - (\theta - T)\,\lambda dt) + ((\theta - T) \odot \xi)\,\sigma\sqrt{dt}`,
     every operation rounded in the arrays' dtype in the order of
     :func:`meanfield.method.consensus_update`'s array operations, so the result is bit for bit theirs
-    (its five passes over the particles are most of a CBO step's update at MNIST size).
+    (one pass over the particles instead of five).
 
     ``theta``, ``xi`` (N, ...); ``targets`` shaped like ``theta`` or like one particle (one
     consensus point); C-contiguous numpy arrays of one floating dtype. ``drift`` is
