@@ -15,6 +15,7 @@ _CACHE = True  # compiled kernels are cached next to the module: later processes
 def _softmax_cross_entropy(g, y, value, delta, grad):
     B, S, C = g.shape
     inv_s = 1.0 / S
+    exps = np.empty(C)  # float64 holds each exp exactly, whatever the dtype of g
     for b in range(B):
         total = 0.0
         for s in range(S):
@@ -24,12 +25,13 @@ def _softmax_cross_entropy(g, y, value, delta, grad):
             z = 0.0
             picked = 0.0
             for c in range(C):
-                z += np.exp(g[b, s, c] - shift)
+                exps[c] = np.exp(g[b, s, c] - shift)
+                z += exps[c]
                 picked += g[b, s, c] * y[s, c]
             total += np.log(z) + shift - picked
             if grad:
                 for c in range(C):
-                    delta[b, s, c] = (np.exp(g[b, s, c] - shift) / z - y[s, c]) * inv_s
+                    delta[b, s, c] = (exps[c] / z - y[s, c]) * inv_s
         value[b] = total * inv_s
 
 
