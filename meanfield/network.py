@@ -247,6 +247,11 @@ class TwoLayerNetwork:
                             "use evaluation='dense' or 'auto' for other array libraries")
         return self.evaluation
 
+    def sorts_inputs(self, theta):
+        """Whether the risks of ``theta`` are sums over the samples sorted by input (the exact one-input
+        ReLU evaluation), so that they do not depend on the order of the samples, bit for bit."""
+        return self._mode(theta) == "relu_1d"
+
     def _compiled(self, theta, x, y, mode, grad_out=None):
         """Outputs (N, S, C) of a compiled evaluation in the order of x, or with ``y``, the risks
         (and the gradient). "relu_1d" works on the samples sorted by x: the risk is a mean over

@@ -150,3 +150,18 @@ def test_relu_1d_on_inputs_far_from_uniform(layout):
                 assert ranges[n, m].tolist() == expected
             else:
                 assert ranges[n, m, 0] >= ranges[n, m, 1]
+
+
+def test_relu_1d_risks_do_not_depend_on_the_order_of_the_samples_bit_for_bit():
+    """Sums over the samples sorted by input (ties kept in their stable order): the sorted copy of a
+    data set, which training evaluates on, gives every risk bit for bit; sort_inputs recognises it."""
+    rng = np.random.default_rng(12)
+    x = np.round(rng.uniform(-1, 1, size=(300, 1)), 2)  # many ties
+    y = rng.normal(size=(300, 2))
+    net = TwoLayerNetwork(1, 2, 9)
+    theta = net.init(7, 1.0, rng)
+    assert net.sorts_inputs(theta) and not TwoLayerNetwork(1, 2, 9, activation="tanh").sorts_inputs(theta)
+    order = np.argsort(x[:, 0], kind="stable")
+    assert_array_equal(one_input.sort_inputs(x[order])[0], np.arange(300))
+    assert_array_equal(one_input.sort_inputs(x[order])[1], one_input.sort_inputs(x)[1])
+    assert_array_equal(net.risk(theta, x[order], y[order]), net.risk(theta, x, y))
