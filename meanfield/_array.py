@@ -26,6 +26,14 @@ def namespace(*arrays):
 _NUMPY = array_api_compat.array_namespace(np.empty(0))
 
 
+def host_floats(*arrays):
+    """Whether ``arrays`` are C-contiguous numpy arrays of one floating dtype: what the compiled
+    kernels of :mod:`meanfield.kernels` take."""
+    dtype = arrays[0].dtype if isinstance(arrays[0], np.ndarray) else None
+    return dtype in (np.float32, np.float64) and all(
+        isinstance(a, np.ndarray) and a.dtype == dtype and a.flags.c_contiguous for a in arrays)
+
+
 def relu_(z):
     """ReLU in place (numpy fast path: no temporary the size of ``z``)."""
     if isinstance(z, np.ndarray):

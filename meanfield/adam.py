@@ -10,9 +10,7 @@ with d the analytic gradient of the minibatch risk and k the iteration count (fr
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-from meanfield._array import namespace
+from meanfield._array import host_floats, namespace
 from meanfield._validate import check_float, check_int
 
 __all__ = ["Adam", "AdamState", "adam_direction"]
@@ -28,7 +26,7 @@ def adam_direction(grad, s, r, k, beta1, beta2, eps):
     >>> d    # the first Adam step is sign(grad)
     array([1.])
     """
-    if _compiled(grad, s, r):
+    if host_floats(grad, s, r) and grad.shape == s.shape == r.shape:
         from meanfield.kernels import adam_moments
 
         return adam_moments(grad, s, r, k, beta1, beta2, eps)
@@ -37,13 +35,6 @@ def adam_direction(grad, s, r, k, beta1, beta2, eps):
     r = beta2 * r + (1.0 - beta2) * grad * grad
     direction = (s / (1.0 - beta1**k)) / (xp.sqrt(r / (1.0 - beta2**k)) + eps)
     return s, r, direction
-
-
-def _compiled(*arrays):
-    """numpy arrays of one shape and one floating dtype, C-contiguous: the compiled kernel applies."""
-    first = arrays[0]
-    return all(isinstance(a, np.ndarray) and a.dtype == first.dtype and a.shape == first.shape
-               and a.flags.c_contiguous for a in arrays) and first.dtype in (np.float32, np.float64)
 
 
 @dataclass

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from meanfield._array import host_floats
 from meanfield.consensus import gibbs_weights
 from meanfield.noise import AdditiveNoise, AnisotropicNoise, IsotropicNoise, NormalDraws
 from meanfield.schedules import schedule_value
@@ -101,7 +102,7 @@ def consensus_update(theta, targets, dt, drift_rate, sigma, noise, xi):
     array([[1.8],
            [3.6]])
     """
-    if type(noise) is AnisotropicNoise and _numpy_alike(theta, targets, xi) and targets.shape in (
+    if type(noise) is AnisotropicNoise and host_floats(theta, targets, xi) and targets.shape in (
             theta.shape, theta.shape[1:]):
         from meanfield.kernels import anisotropic_update
 
@@ -121,12 +122,6 @@ def consensus_update(theta, targets, dt, drift_rate, sigma, noise, xi):
 
 _IN_PLACE = (AnisotropicNoise, IsotropicNoise, AdditiveNoise)
 
-
-def _numpy_alike(*arrays):
-    """C-contiguous numpy arrays of one floating dtype: what the compiled kernels take."""
-    dtype = arrays[0].dtype if isinstance(arrays[0], np.ndarray) else None
-    return dtype in (np.float32, np.float64) and all(
-        isinstance(a, np.ndarray) and a.dtype == dtype and a.flags.c_contiguous for a in arrays)
 
 
 class ConsensusMethod:
